@@ -1,0 +1,29 @@
+"""The `nnunetv2_dropgen` command: one entry point, one sub-command per user task."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from nnunetv2_dropgen.cli import weights_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunetv2_dropgen",
+        description="DropGen for nnU-Net v2: manage extractor weights, find the trainers, check the set-up.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (weights_commands,):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
