@@ -1,0 +1,89 @@
+"""`nnunetv2_dropgen make-synthetic`: write a synthetic domain-shift dataset into nnU-Net's raw folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset, list_domains
+from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `make-synthetic` command; --out defaults to $nnUNet_raw and is required when that is unset."""
+    raw = os.environ.get("nnUNet_raw")
+    targets = [name for name in list_domains() if name != SOURCE_DOMAIN]
+    parser = subparsers.add_parser(
+        "make-synthetic",
+        help="write a synthetic domain-shift dataset (nnU-Net raw format)",
+        description="Training images come from the source domain; imagesTs_<domain>/labelsTs_<domain> hold "
+        "paired test cases for the source and each held-out domain. Re-running with the same arguments "
+        "reuses the dataset.",
+    )
+    parser.add_argument(
+        "--out",
+        default=raw,
+        required=raw is None,
+        help="nnU-Net raw folder to write into" + (f" (default: $nnUNet_raw = {raw})" if raw else ""),
+    )
+    parser.add_argument("--dataset-id", type=int, default=501, help="nnU-Net dataset id (default: 501)")
+    parser.add_argument("--name", default="DropGenSynthetic", help="dataset name (default: DropGenSynthetic)")
+    parser.add_argument("--num-train", type=int, default=8, help="training cases (default: 8)")
+    parser.add_argument("--num-test", type=int, default=2, help="test cases per domain (default: 2)")
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=(48, 48, 48), metavar=("Z", "Y", "X"), help="default: 48 48 48"
+    )
+    parser.add_argument(
+        "--spacing",
+        type=float,
+        nargs=3,
+        default=(1.0, 1.0, 1.0),
+        metavar=("Z", "Y", "X"),
+        help="voxel size (default: 1 1 1)",
+    )
+    parser.add_argument("--num-labels", type=int, default=3, help="structures per case (default: 3)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--domains",
+        nargs="+",
+        choices=list_domains(),
+        metavar="DOMAIN",
+        help=f"held-out test domains (default: all of {', '.join(targets)}); "
+        f"{SOURCE_DOMAIN} is always included",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing dataset with this id and name"
+    )
+    parser.set_defaults(func=_make_synthetic)
+
+
+def _make_synthetic(args: argparse.Namespace) -> int:
+    """Generate (or reuse) the dataset, say where it is and what it holds; bad arguments give exit code 1."""
+    try:
+        folder = generate_dataset(
+            args.out,
+            dataset_id=args.dataset_id,
+            name=args.name,
+            num_train=args.num_train,
+            num_test_per_domain=args.num_test,
+            shape=args.shape,
+            spacing=args.spacing,
+            num_labels=args.num_labels,
+            domains=args.domains,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    description = json.loads((folder / DOMAINS_FILE).read_text())
+    parameters = description["parameters"]
+    print(f"Synthetic dataset: {folder}")
+    print(f"  imagesTr/labelsTr: {parameters['num_train']} cases from the {SOURCE_DOMAIN!r} domain")
+    for name in description["domains"]:
+        print(f"  imagesTs_{name}/labelsTs_{name}: {parameters['num_test_per_domain']} cases")
+    print(f"  domain parameters: {folder / DOMAINS_FILE}")
+    print(f"Next: nnUNetv2_plan_and_preprocess -d {parameters['dataset_id']} --verify_dataset_integrity")
+    return 0
