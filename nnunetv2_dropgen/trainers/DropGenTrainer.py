@@ -1,0 +1,120 @@
+"""DropGenTrainer: nnU-Net's default trainer with its network wrapped in a DropGenNetwork.
+
+Everything that shapes the network comes from class attributes (so from the trainer name) and the
+plans, which is what nnU-Net's predictor has: inference rebuilds the same network and takes the
+extractor weights from the checkpoint. Published extractor weights are loaded only when a training
+run starts from scratch.
+"""
+
+from __future__ import annotations
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+from torch import nn
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_dropgen.feature_extractors import get_extractor_spec, load_pretrained_weights
+from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network
+from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
+
+
+class DropGenTrainer(nnUNetTrainer):
+    """anatomix features + channel dropout p=0.75 over image and feature channels; nnU-Net defaults otherwise."""
+
+    extractor_name: str = "anatomix"
+    dropout_p: float = 0.75
+    use_image: bool = True
+    schedule_epochs: int | None = None  # None: nnU-Net's default number of epochs
+    schedule_iterations_per_epoch: int | None = None
+    schedule_val_iterations_per_epoch: int | None = None
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        require_3d(self.configuration_manager, configuration)
+        get_extractor_spec(self.extractor_name)
+        if self.schedule_epochs is not None:
+            self.num_epochs = self.schedule_epochs
+        if self.schedule_iterations_per_epoch is not None:
+            self.num_iterations_per_epoch = self.schedule_iterations_per_epoch
+        if self.schedule_val_iterations_per_epoch is not None:
+            self.num_val_iterations_per_epoch = self.schedule_val_iterations_per_epoch
+        self._extractor_weights_from_checkpoint = False
+
+    @classmethod
+    def build_network_architecture(
+        cls,
+        plans_manager: PlansManager,
+        configuration_manager: ConfigurationManager,
+        num_input_channels: int,
+        num_output_channels: int,
+        enable_deep_supervision: bool = True,
+    ) -> nn.Module:
+        """The plans' backbone with its input widened for the features, wrapped in a DropGenNetwork."""
+        require_3d(configuration_manager)
+        layout = channel_layout(configuration_manager, num_input_channels)
+        spec = get_extractor_spec(cls.extractor_name)
+        backbone = get_network_from_plans(
+            configuration_manager.network_arch_class_name,
+            configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import,
+            DropGenNetwork.backbone_input_channels(
+                layout.num_image_channels, spec.out_channels, layout.num_extra_channels
+            ),
+            num_output_channels,
+            allow_init=True,
+            deep_supervision=enable_deep_supervision,
+        )
+        return build_dropgen_network(
+            cls.extractor_name,
+            backbone,
+            layout.num_image_channels,
+            cls.dropout_p,
+            layout.num_extra_channels,
+            use_image=cls.use_image,
+        )
+
+    @property
+    def dropgen_network(self) -> DropGenNetwork:
+        """The DropGenNetwork inside whatever DDP / torch.compile wrappers nnU-Net put around it."""
+        network = self.network.module if self.is_ddp else self.network
+        if isinstance(network, OptimizedModule):
+            network = network._orig_mod
+        return network
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        self._extractor_weights_from_checkpoint = True
+        self.dropgen_network.extractor_weights = "from the checkpoint"
+
+    def on_train_start(self) -> None:
+        if not self.was_initialized:
+            self.initialize()
+        network = self.dropgen_network
+        if not self._extractor_weights_from_checkpoint:
+            network.extractor_weights = load_pretrained_weights(self.extractor_name, network.extractor)
+        self._log_dropgen_settings(network)
+        super().on_train_start()
+
+    def _log_dropgen_settings(self, network: DropGenNetwork) -> None:
+        n_img, n_feat = network.num_image_channels, network.num_image_channels * network.feature_channels
+        n_extra = network.num_extra_channels
+        dropped = "image and feature channels" if network.use_image else "feature channels (images always zeroed)"
+        lines = [
+            f"DropGen: trainer {self.__class__.__name__}, extractor {self.extractor_name} "
+            f"({network.feature_channels} features per image channel, spatial multiple {network.spatial_multiple})",
+            f"DropGen: extractor weights {network.extractor_weights}",
+            f"DropGen: channel dropout p={network.p} on {dropped}, training only",
+            f"DropGen: backbone input = {n_img} image + {n_feat} feature + {n_extra} extra (cascade) channels "
+            f"= {n_img + n_feat + n_extra}",
+        ]
+        for line in lines:
+            self.print_to_log_file(line)
