@@ -6,6 +6,7 @@ from nnunetv2_dropgen.feature_extractors.registry import (
     available_extractors,
     build_extractor,
     get_extractor_spec,
+    load_pretrained_weights,
     register_extractor,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "available_extractors",
     "build_extractor",
     "get_extractor_spec",
+    "load_pretrained_weights",
     "register_extractor",
 ]

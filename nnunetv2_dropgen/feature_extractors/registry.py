@@ -70,13 +70,18 @@ def available_extractors() -> list[str]:
 
 def build_extractor(name: str, pretrained: bool = False) -> tuple[nn.Module, str]:
     """Build extractor `name`; with pretrained=True also load its weights. Returns (module, weights sentence)."""
-    spec = get_extractor_spec(name)
-    module = spec.build()
+    module = get_extractor_spec(name).build()
     if not pretrained:
         return module, "not loaded (random initialisation; weights come from the checkpoint)"
+    return module, load_pretrained_weights(name, module)
+
+
+def load_pretrained_weights(name: str, module: nn.Module) -> str:
+    """Load extractor `name`'s pretrained weights into `module`; returns where they came from."""
+    spec = get_extractor_spec(name)
     if spec.load_pretrained is None:
-        return module, "provided by the extractor's own build function"
-    return module, spec.load_pretrained(module)
+        return "provided by the extractor's own build function"
+    return spec.load_pretrained(module)
 
 
 def load_published_anatomix(weights_name: str, module: nn.Module) -> str:

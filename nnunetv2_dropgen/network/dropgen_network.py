@@ -138,4 +138,4 @@ class DropGenNetwork(nn.Module):
 def _crop_slices(pad: list[int], spatial: list[int]) -> tuple[slice, ...]:
     """Slices (first axis first) undoing `centered_padding`'s pad list (last axis first)."""
     befores = pad[0::2][::-1]
-    return tuple(slice(before, before + size) for before, size in zip(befores, spatial))
+    return tuple(slice(before, before + size) for before, size in zip(befores, spatial, strict=True))

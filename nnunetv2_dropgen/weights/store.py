@@ -156,9 +156,7 @@ def _checksum_status(spec: PublishedWeights, path: Path) -> tuple[bool | None, s
 
 
 def _warn_unverified(spec: PublishedWeights, path: Path, detail: str) -> None:
-    message = f"{spec.name} weights at {path} are {detail}."
-    logger.warning(message)
-    warnings.warn(message, UserWarning, stacklevel=3)
+    warnings.warn(f"{spec.name} weights at {path} are {detail}.", UserWarning, stacklevel=3)
 
 
 def _resolve_user_file(spec: PublishedWeights, path: Path, source: str) -> ResolvedWeights:

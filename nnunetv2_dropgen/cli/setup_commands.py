@@ -1,0 +1,95 @@
+"""`nnunetv2_dropgen trainer-dir` and `nnunetv2_dropgen doctor`: get nnU-Net to find and run DropGen."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import nnunetv2_dropgen.ext_trainers
+
+NNUNET_RANGE = (2, 8)
+
+
+def trainer_dir() -> Path:
+    """The folder to put in nnUNet_extTrainer: it holds one thin module importing the trainer classes."""
+    return Path(nnunetv2_dropgen.ext_trainers.__file__).resolve().parent
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `trainer-dir` and `doctor`."""
+    where = subparsers.add_parser(
+        "trainer-dir",
+        help="print the folder for nnUNet_extTrainer",
+        description="Print the folder nnU-Net must search for DropGen trainers. Use: "
+        "export nnUNet_extTrainer=$(nnunetv2_dropgen trainer-dir)",
+    )
+    where.set_defaults(func=lambda args: print(trainer_dir()))
+    doctor = subparsers.add_parser("doctor", help="check the set-up and say in plain sentences what is missing")
+    doctor.set_defaults(func=_doctor)
+
+
+def check_setup() -> list[tuple[bool, str]]:
+    """(ok, sentence) for each thing a DropGen training run needs."""
+    checks: list[tuple[bool, str]] = []
+    try:
+        nnunet_version = version("nnunetv2")
+        supported = tuple(int(part) for part in nnunet_version.split(".")[:2]) == NNUNET_RANGE
+        advice = "." if supported else "; DropGen needs 2.8.x: pip install 'nnunetv2>=2.8.1,<2.9'."
+        checks.append((supported, f"nnU-Net {nnunet_version} is installed{advice}"))
+    except PackageNotFoundError:
+        checks.append((False, "nnU-Net is not installed: pip install 'nnunetv2>=2.8.1,<2.9'."))
+
+    for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        value = os.environ.get(name)
+        if not value:
+            checks.append((False, f"{name} is not set: export {name}=/path/to/{name} (nnU-Net needs it)."))
+        elif not Path(value).is_dir():
+            checks.append((False, f"{name}={value} does not exist: create it (mkdir -p {value})."))
+        else:
+            checks.append((True, f"{name}={value}."))
+
+    ext = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+    here = trainer_dir()
+    if any(Path(p).resolve() == here for p in ext):
+        checks.append((True, "nnUNet_extTrainer points at the DropGen trainers."))
+    else:
+        checks.append(
+            (
+                False,
+                "nnUNet_extTrainer does not include the DropGen trainers, so nnU-Net cannot find "
+                "-tr DropGenTrainer: export nnUNet_extTrainer=$(nnunetv2_dropgen trainer-dir)",
+            )
+        )
+
+    checks.append(_weights_check())
+    checks.append(_gpu_check())
+    return checks
+
+
+def _weights_check() -> tuple[bool, str]:
+    from nnunetv2_dropgen.weights import WeightsError, resolve_weights
+
+    try:
+        resolved = resolve_weights("anatomix", download=False)
+    except WeightsError as err:
+        return False, f"anatomix weights are not available offline yet; training would download them. {err}"
+    return resolved.verified, f"anatomix weights: {resolved.path} ({resolved.source}; {resolved.detail})."
+
+
+def _gpu_check() -> tuple[bool, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        return True, f"GPU: {torch.cuda.get_device_name(0)} (training and prediction will use it)."
+    return False, "No CUDA GPU is visible: training works on CPU (-device cpu) but is far slower."
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    checks = check_setup()
+    for ok, sentence in checks:
+        print(f"[{'ok' if ok else '!!'}] {sentence}")
+    problems = sum(not ok for ok, _ in checks)
+    print("Everything DropGen needs is in place." if not problems else f"{problems} thing(s) to look at above.")
+    return 0 if not problems else 1
