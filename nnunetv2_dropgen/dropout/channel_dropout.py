@@ -29,8 +29,8 @@ def channel_dropout(
     batch, num_channels = x.shape[:2]
     selected = list(range(num_channels)) if channels is None else list(channels)
     broadcast = (1,) * (x.ndim - 2)
-    keep = torch.full((batch, len(selected), *broadcast), 1.0 - p, device=x.device, dtype=x.dtype)
-    keep = keep.bernoulli_().div_(1.0 - p)
+    keep = torch.empty((batch, len(selected), *broadcast), device=x.device, dtype=x.dtype)
+    keep = keep.bernoulli_(1.0 - p).div_(1.0 - p)
     if len(selected) == num_channels and selected == list(range(num_channels)):
         return x * keep
     scale = torch.ones((batch, num_channels, *broadcast), device=x.device, dtype=x.dtype)

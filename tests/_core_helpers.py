@@ -1,0 +1,182 @@
+"""Shared helpers for the core tests (extractors, channel dropout, DropGenNetwork).
+
+Imported as `from _core_helpers import ...` (tests/ has no __init__.py, so pytest puts it on sys.path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from torch import nn
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anatomix"
+
+requires_fixtures = pytest.mark.skipif(
+    not FIXTURES.is_dir(),
+    reason="../shared/fixtures/anatomix not found: parity fixtures ship only beside the CI checkout",
+)
+
+
+def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return float((out - ref).norm() / ref.norm())
+
+
+def tiny_backbone(
+    in_channels: int,
+    num_classes: int = 2,
+    features: tuple[int, ...] = (4, 8),
+    deep_supervision: bool = False,
+) -> PlainConvUNet:
+    """A very small nnU-Net-style 3D U-Net (InstanceNorm, so it holds no BatchNorm)."""
+    n = len(features)
+    return PlainConvUNet(
+        input_channels=in_channels,
+        n_stages=n,
+        features_per_stage=list(features),
+        conv_op=nn.Conv3d,
+        kernel_sizes=3,
+        strides=[1] + [2] * (n - 1),
+        n_conv_per_stage=1,
+        num_classes=num_classes,
+        n_conv_per_stage_decoder=1,
+        conv_bias=True,
+        norm_op=nn.InstanceNorm3d,
+        norm_op_kwargs={"eps": 1e-5, "affine": True},
+        nonlin=nn.LeakyReLU,
+        nonlin_kwargs={"inplace": True},
+        deep_supervision=deep_supervision,
+    )
+
+
+class RepeatExtractor(nn.Module):
+    """Identity-like extractor: output channel k is the input raised to the power k+1.
+
+    Checks, like a real extractor, that every spatial size is a multiple of `spatial_multiple` and at
+    least `min_size`, and records every input it sees (for spying on what DropGenNetwork feeds it).
+    """
+
+    def __init__(self, out_channels: int, spatial_multiple: int = 16, min_size: int | None = None) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.spatial_multiple = spatial_multiple
+        self.min_size = min_size or spatial_multiple
+        self.seen: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.ndim == 5 and x.shape[1] == 1, f"extractor fed shape {tuple(x.shape)}"
+        for size in x.shape[2:]:
+            assert size % self.spatial_multiple == 0 and size >= self.min_size, f"bad size {tuple(x.shape)}"
+        self.seen.append(x.detach().clone())
+        return torch.cat([x ** (k + 1) for k in range(self.out_channels)], dim=1)
+
+
+@contextlib.contextmanager
+def registered(spec) -> Iterator:
+    """Register an ExtractorSpec for the duration of a test and remove it afterwards."""
+    from nnunetv2_dropgen.feature_extractors import register_extractor, registry
+
+    assert spec.name not in registry._REGISTRY, f"test extractor name {spec.name!r} already taken"
+    register_extractor(spec)
+    try:
+        yield spec
+    finally:
+        registry._REGISTRY.pop(spec.name, None)
+
+
+def mini_anatomix_spec(name: str = "test-mini-anatomix", output_nc: int = 4):
+    """An anatomix-architecture extractor (BatchNorm, stride 16, reflect padding) small enough for CPU tests."""
+    from functools import partial
+
+    from nnunetv2_dropgen.feature_extractors import AnatomixConfig, AnatomixUNet, ExtractorSpec
+
+    config = AnatomixConfig(output_nc=output_nc, num_downs=4, ngf=2)
+    return ExtractorSpec(
+        name=name,
+        build=partial(AnatomixUNet, config),
+        out_channels=output_nc,
+        spatial_multiple=config.spatial_multiple,
+        min_spatial_size=2 * config.spatial_multiple,
+    )
+
+
+def randomize_batchnorm_stats(module: nn.Module, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial running statistics (so moving them would be visible)."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def _train_steps(module: nn.Module, forward, all_reduce_grads: bool, seed: int, steps: int = 2) -> None:
+    import torch.distributed as dist
+
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    torch.manual_seed(seed)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        forward(torch.randn(1, 1, 32, 32, 32)).mean().backward()
+        if all_reduce_grads:  # what DDP does, for the SyncBatchNorm model DDP refuses on CPU
+            for p in module.parameters():
+                if p.requires_grad:
+                    dist.all_reduce(p.grad)
+                    p.grad /= dist.get_world_size()
+        optimizer.step()
+        module.train()  # as nnU-Net does every epoch
+
+
+def _snapshot(net: nn.Module) -> dict:
+    return {
+        "extractor": {k: v.clone() for k, v in net.extractor.state_dict().items()},
+        "backbone": {k: v.clone() for k, v in net.backbone.state_dict().items()},
+        "extractor_requires_grad": [p.requires_grad for p in net.extractor.parameters()],
+        "extractor_training": [m.training for m in net.extractor.modules()],
+        "net_training": net.training,
+    }
+
+
+def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """One rank of the DDP test; saves before/after snapshots of two runs to out_dir/rank<r>.pt.
+
+    "syncbn": SyncBatchNorm.convert_sync_batchnorm(net), train mode, 2 SGD steps in the process group
+    with gradients all-reduced by hand (torch's DDP refuses SyncBatchNorm on CPU: "SyncBatchNorm
+    layers only work with GPU modules"). A SyncBatchNorm left in training mode would raise on CPU.
+    "ddp": DistributedDataParallel(net), train mode, 2 SGD steps.
+    """
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from nnunetv2_dropgen.network import build_dropgen_network
+
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    results: dict = {}
+    try:
+        for run in ("syncbn", "ddp"):
+            torch.manual_seed(0)  # same network on every rank
+            net = build_dropgen_network("anatomix", tiny_backbone(1 + 16), 1, p=0.5)
+            randomize_batchnorm_stats(net.extractor)
+            before = _snapshot(net)
+            if run == "syncbn":
+                net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+                n_sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in net.extractor.modules())
+                net.train()
+                _train_steps(net, net, all_reduce_grads=True, seed=100 + rank)
+            else:
+                ddp = DistributedDataParallel(net)
+                ddp.train()
+                n_sync = 0
+                _train_steps(ddp, ddp, all_reduce_grads=False, seed=100 + rank)
+            results[run] = {"n_sync": n_sync, "before": before, "after": _snapshot(net)}
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,438 @@
+"""DropGenNetwork: shapes, [0,1] scaling, padding/cropping, channel layout, dropout, frozen extractor, DDP."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _core_helpers import (
+    RepeatExtractor,
+    ddp_worker,
+    mini_anatomix_spec,
+    randomize_batchnorm_stats,
+    registered,
+    tiny_backbone,
+)
+from torch import nn
+
+from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, centered_padding, scale_to_unit_range
+
+ANATOMIX_F = 16
+
+
+def _repeat_net(
+    num_image_channels: int = 1,
+    feature_channels: int = 3,
+    num_extra_channels: int = 0,
+    p: float = 0.75,
+    use_image: bool = True,
+    multiple: int = 16,
+    min_size: int = 32,
+    deep_supervision: bool = False,
+) -> DropGenNetwork:
+    extractor = RepeatExtractor(feature_channels, multiple, min_size)
+    in_ch = DropGenNetwork.backbone_input_channels(num_image_channels, feature_channels, num_extra_channels)
+    return DropGenNetwork(
+        extractor,
+        tiny_backbone(max(in_ch, 1), deep_supervision=deep_supervision),
+        num_image_channels,
+        p,
+        num_extra_channels,
+        feature_channels=feature_channels,
+        spatial_multiple=multiple,
+        min_spatial_size=min_size,
+        use_image=use_image,
+    )
+
+
+def _anatomix_net(num_image_channels: int = 1, p: float = 0.75, **kwargs) -> DropGenNetwork:
+    backbone = tiny_backbone(num_image_channels * (1 + ANATOMIX_F), **kwargs)
+    return build_dropgen_network("anatomix", backbone, num_image_channels, p)
+
+
+class _BackboneInput:
+    """Forward pre-hook recording what the backbone receives."""
+
+    def __init__(self, net: DropGenNetwork) -> None:
+        self.inputs: list[torch.Tensor] = []
+        net.backbone.register_forward_pre_hook(lambda module, args: self.inputs.append(args[0].detach().clone()))
+
+
+def _expected_features(images: torch.Tensor, powers: int) -> torch.Tensor:
+    """What compute_features must return for RepeatExtractor: per image channel, instance-normed unit**k."""
+    unit = scale_to_unit_range(images.float())
+    chans = [unit[:, c : c + 1] ** (k + 1) for c in range(images.shape[1]) for k in range(powers)]
+    return F.instance_norm(torch.cat(chans, dim=1), eps=1e-5)
+
+
+# ---------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("patch", [(20, 320, 256), (56, 40, 40), (20, 40, 36), (32, 32, 32)])
+def test_output_and_feature_shapes_for_any_3d_patch(patch):
+    """Anatomix-architecture extractor (stride 16, min 32, reflect padding) on awkward and anisotropic patches."""
+    torch.manual_seed(0)
+    with registered(mini_anatomix_spec()) as spec:
+        net = build_dropgen_network(spec.name, tiny_backbone(1 + spec.out_channels, num_classes=3), 1).eval()
+    x = torch.randn(1, 1, *patch)
+    with torch.no_grad():
+        features = net.compute_features(x)
+        out = net(x)
+    assert features.shape == (1, spec.out_channels, *patch)
+    assert out.shape == (1, 3, *patch)
+    assert torch.isfinite(out).all() and torch.isfinite(features).all()
+
+
+@pytest.mark.parametrize("patch", [(56, 40, 40), (20, 40, 36)])
+def test_anatomix_network_output_shapes(patch):
+    torch.manual_seed(0)
+    net = _anatomix_net(num_classes=2).eval()
+    x = torch.randn(1, 1, *patch)
+    with torch.no_grad():
+        assert net.compute_features(x).shape == (1, ANATOMIX_F, *patch)
+        assert net(x).shape == (1, 2, *patch)
+
+
+# ---------------------------------------------------------------- [0, 1] scaling
+
+
+def test_scale_to_unit_range_per_sample_and_channel():
+    torch.manual_seed(0)
+    scale = torch.tensor([1.0, 100.0]).view(1, 2, 1, 1, 1)
+    x = torch.randn(3, 2, 5, 6, 7) * scale + torch.arange(3.0).view(3, 1, 1, 1, 1)
+    unit = scale_to_unit_range(x)
+    flat = unit.flatten(2)
+    assert torch.allclose(flat.amin(2), torch.zeros(3, 2), atol=0, rtol=0)
+    assert torch.allclose(flat.amax(2), torch.ones(3, 2), atol=1e-6, rtol=0)
+    # affine in each (sample, channel): the ordering of voxels is kept
+    assert torch.equal(flat.argsort(dim=2), x.flatten(2).argsort(dim=2))
+
+
+def test_scale_to_unit_range_constant_patch_is_zero():
+    unit = scale_to_unit_range(torch.full((2, 1, 4, 4, 4), 3.5))
+    assert torch.isfinite(unit).all() and torch.equal(unit, torch.zeros_like(unit))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_constant_patch_gives_finite_output(mode):
+    torch.manual_seed(0)
+    net = _anatomix_net(p=0.5)
+    net.train(mode == "train")
+    x = torch.full((2, 1, 32, 32, 32), -7.25)
+    with torch.no_grad():
+        features = net.compute_features(x)
+        out = net(x)
+    assert torch.isfinite(features).all()
+    assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- padding and cropping
+
+
+@pytest.mark.parametrize(
+    "shape, multiple, min_size",
+    [((20, 320, 256), 16, 32), ((17, 40, 36), 16, 32), ((64, 64, 64), 16, 32), ((1, 5, 33), 8, 8), ((7, 9, 11), 4, 1)],
+)
+def test_centered_padding_properties(shape, multiple, min_size):
+    pad = centered_padding(shape, multiple, min_size)
+    assert len(pad) == 2 * len(shape)
+    per_axis = list(zip(pad[0::2], pad[1::2], strict=True))[::-1]  # F.pad lists the last axis first
+    for size, (before, after) in zip(shape, per_axis, strict=True):
+        total = size + before + after
+        assert total % multiple == 0 and total >= min_size
+        assert total - multiple < max(size, min_size)  # smallest such size
+        assert 0 <= before <= after <= before + 1  # centered
+
+
+def test_centered_padding_lists_last_axis_first():
+    assert centered_padding((17, 40, 36), 16, 32) == [6, 6, 4, 4, 7, 8]
+    assert centered_padding((32, 48, 64), 16, 32) == [0] * 6
+
+
+@pytest.mark.parametrize("patch", [(20, 40, 36), (17, 33, 48), (32, 32, 32)])
+def test_compute_features_crops_back_exactly(patch):
+    torch.manual_seed(0)
+    net = _repeat_net(num_image_channels=1, feature_channels=3)
+    x = torch.randn(2, 1, *patch) * 50 + 3
+    features = net.compute_features(x)
+    assert features.shape == (2, 3, *patch)
+    torch.testing.assert_close(features, _expected_features(x, 3), rtol=0, atol=1e-6)
+    # the extractor saw the padded patch, with the original voxels in its centre
+    (seen,) = net.extractor.seen
+    pad = centered_padding(patch, 16, 32)
+    assert seen.shape == F.pad(x, pad).shape[:1] + (1,) + F.pad(x, pad).shape[2:]
+    assert torch.equal(seen, F.pad(scale_to_unit_range(x), pad, mode="replicate"))
+
+
+# ---------------------------------------------------------------- channel layout
+
+
+def test_features_per_image_channel_in_order():
+    """2 image channels -> 2F feature channels; the first F belong to image channel 0."""
+    torch.manual_seed(0)
+    f = 3
+    net = _repeat_net(num_image_channels=2, feature_channels=f).eval()
+    x = torch.stack([torch.zeros(2, 32, 32, 32), torch.randn(2, 32, 32, 32)], dim=1)
+    features = net.compute_features(x)
+    assert features.shape == (2, 2 * f, 32, 32, 32)
+    assert torch.equal(features[:, :f], torch.zeros_like(features[:, :f]))  # constant channel 0
+    assert (features[:, f:].std(dim=(2, 3, 4)) > 0.5).all()
+    torch.testing.assert_close(features, _expected_features(x, f), rtol=0, atol=1e-6)
+
+
+def test_concat_order_images_features_extras():
+    torch.manual_seed(0)
+    f, c_img, c_extra = 2, 2, 3
+    net = _repeat_net(num_image_channels=c_img, feature_channels=f, num_extra_channels=c_extra).eval()
+    spy = _BackboneInput(net)
+    images = torch.randn(2, c_img, 20, 24, 28)
+    extras = (torch.rand(2, c_extra, 20, 24, 28) > 0.5).float() * 7  # distinctive values
+    with torch.no_grad():
+        net(torch.cat([images, extras], dim=1))
+    (z,) = spy.inputs
+    assert z.shape == (2, c_img * (1 + f) + c_extra, 20, 24, 28)
+    assert torch.equal(z[:, :c_img], images)
+    torch.testing.assert_close(z[:, c_img : c_img * (1 + f)], _expected_features(images, f), rtol=0, atol=1e-6)
+    assert torch.equal(z[:, c_img * (1 + f) :], extras)
+
+
+def test_extras_never_fed_to_extractor():
+    torch.manual_seed(0)
+    net = _repeat_net(num_image_channels=1, feature_channels=2, num_extra_channels=2).eval()
+    images = torch.randn(3, 1, 32, 32, 32)
+    extras = torch.full((3, 2, 32, 32, 32), 123.0)
+    with torch.no_grad():
+        net(torch.cat([images, extras], dim=1))
+    (seen,) = net.extractor.seen
+    assert seen.shape == (3, 1, 32, 32, 32)  # B * num_image_channels single-channel volumes
+    assert torch.equal(seen, scale_to_unit_range(images))
+
+
+def test_dropout_spares_extras_and_drops_whole_scaled_channels():
+    torch.manual_seed(0)
+    f, c_img, c_extra, p = 3, 2, 2, 0.5
+    net = _repeat_net(num_image_channels=c_img, feature_channels=f, num_extra_channels=c_extra, p=p)
+    spy = _BackboneInput(net)
+    images = torch.randn(16, c_img, 20, 24, 28)
+    extras = (torch.rand(16, c_extra, 20, 24, 28) > 0.5).float()
+    x = torch.cat([images, extras], dim=1)
+    with torch.no_grad():
+        net.eval()(x)
+        net.train()(x)
+    reference, z = spy.inputs
+    n_drop = c_img * (1 + f)
+    assert torch.equal(z[:, n_drop:], extras)  # never dropped, never scaled
+    dropped = kept = 0
+    for b, c in itertools.product(range(z.shape[0]), range(n_drop)):
+        ref = reference[b, c]
+        assert ref.abs().sum() > 0  # so "all zero" below can only mean dropped
+        if torch.equal(z[b, c], torch.zeros_like(ref)):
+            dropped += 1
+        else:
+            kept += 1
+            torch.testing.assert_close(z[b, c], ref / (1 - p), rtol=1e-6, atol=0)
+    assert dropped > 0 and kept > 0
+
+
+def test_dropout_in_network_drops_at_rate_p():
+    torch.manual_seed(0)
+    p = 0.75
+    net = _repeat_net(num_image_channels=1, feature_channels=7, p=p, min_size=16).train()
+    spy = _BackboneInput(net)
+    with torch.no_grad():
+        net(torch.randn(400, 1, 8, 8, 8))
+    (z,) = spy.inputs
+    kept = z.flatten(2).ne(0).any(dim=2).float().mean().item()
+    assert abs(kept - (1 - p)) < 0.03, f"kept fraction {kept:.3f}, expected {1 - p}"
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_use_image_false_zeroes_images_keeps_features(mode):
+    torch.manual_seed(0)
+    f = 4
+    net = _repeat_net(num_image_channels=1, feature_channels=f, p=0.5, use_image=False)
+    net.train(mode == "train")
+    spy = _BackboneInput(net)
+    x = torch.randn(4, 1, 20, 24, 28) + 5
+    with torch.no_grad():
+        net(x)
+    (z,) = spy.inputs
+    assert torch.equal(z[:, :1], torch.zeros_like(z[:, :1]))
+    assert z[:, 1 : 1 + f].abs().sum() > 0
+    if mode == "eval":
+        torch.testing.assert_close(z[:, 1:], _expected_features(x, f), rtol=0, atol=1e-6)
+
+
+def test_eval_mode_is_deterministic_and_train_mode_is_not():
+    torch.manual_seed(0)
+    net = _repeat_net(num_image_channels=1, feature_channels=4, p=0.5)
+    spy = _BackboneInput(net)
+    x = torch.randn(8, 1, 20, 24, 28)
+    with torch.no_grad():
+        net.eval()
+        out1, out2 = net(x), net(x)
+        net.train()
+        net(x)
+        net(x)
+    assert torch.equal(spy.inputs[0], spy.inputs[1])
+    assert torch.equal(out1, out2)
+    assert not torch.equal(spy.inputs[2], spy.inputs[3])
+
+
+# ---------------------------------------------------------------- frozen extractor
+
+
+def test_extractor_is_frozen_and_batchnorm_stats_never_move():
+    torch.manual_seed(0)
+    net = _anatomix_net(p=0.5)
+    randomize_batchnorm_stats(net.extractor)
+    extractor_ids = {id(p) for p in net.extractor.parameters()}
+    assert extractor_ids and all(not p.requires_grad for p in net.extractor.parameters())
+    n_bn = sum(isinstance(m, nn.BatchNorm3d) for m in net.extractor.modules())
+    assert n_bn > 0
+
+    net.train()
+    assert net.training and net.backbone.training
+    assert net.extractor.training is False
+    assert all(not m.training for m in net.extractor.modules())
+
+    extractor_before = {k: v.clone() for k, v in net.extractor.state_dict().items()}
+    backbone_before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    assert trainable and not extractor_ids & {id(p) for p in trainable}
+    optimizer = torch.optim.SGD(trainable, lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = net(torch.randn(2, 1, 32, 32, 32)).mean()
+        loss.backward()
+        optimizer.step()
+        net.train()  # as nnU-Net does every epoch
+
+    for key, value in net.extractor.state_dict().items():
+        assert torch.equal(value, extractor_before[key]), f"extractor {key} changed"
+    assert all(p.grad is None for p in net.extractor.parameters())
+    changed = [k for k, v in net.backbone.state_dict().items() if not torch.equal(v, backbone_before[k])]
+    assert changed, "no backbone parameter changed: the test would not see a moving extractor either"
+
+
+def test_state_dict_is_self_contained():
+    torch.manual_seed(0)
+    net = _anatomix_net(p=0.5)
+    randomize_batchnorm_stats(net.extractor, seed=3)
+    state = net.state_dict()
+    extractor_keys = [k for k in state if k.startswith("extractor.model.")]
+    assert len(extractor_keys) == 115
+    assert any(k.startswith("backbone.") for k in state)
+
+    torch.manual_seed(1)
+    fresh = _anatomix_net(p=0.5)
+    x = torch.randn(1, 1, 32, 32, 32)
+    net.eval()
+    fresh.eval()
+    with torch.no_grad():
+        reference = net(x)
+        assert not torch.allclose(fresh(x), reference)
+        fresh.load_state_dict(state, strict=True)
+        assert fresh.extractor.training is False
+        assert torch.equal(fresh(x), reference)
+
+
+# ---------------------------------------------------------------- nnU-Net integration details
+
+
+def test_decoder_is_backbones_and_deep_supervision_toggles():
+    torch.manual_seed(0)
+    backbone = tiny_backbone(1 + 2, features=(4, 8, 16), deep_supervision=True)
+    net = DropGenNetwork(
+        RepeatExtractor(2, 16, 16), backbone, 1, feature_channels=2, spatial_multiple=16, min_spatial_size=16
+    ).eval()
+    assert net.decoder is backbone.decoder
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        out = net(x)
+        assert isinstance(out, (list, tuple)) and len(out) > 1
+        net.decoder.deep_supervision = False
+        out = net(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (1, 2, 16, 16, 16)
+
+
+def test_2d_input_is_rejected_with_a_reason():
+    net = _repeat_net()
+    with pytest.raises(ValueError, match="3D"):
+        net(torch.randn(1, 1, 32, 32))
+
+
+def test_wrong_channel_count_is_rejected():
+    net = _repeat_net(num_image_channels=1, num_extra_channels=1)
+    with pytest.raises(ValueError, match="2"):
+        net(torch.randn(1, 3, 16, 16, 16))
+    with pytest.raises(ValueError, match="channels"):
+        net(torch.randn(1, 1, 16, 16, 16))
+
+
+def test_constructor_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        _repeat_net(num_image_channels=0)
+    with pytest.raises(ValueError):
+        _repeat_net(num_extra_channels=-1)
+    with pytest.raises(ValueError):
+        _repeat_net(p=1.0)
+
+
+def test_features_under_bfloat16_autocast_are_float32_and_normalized():
+    torch.manual_seed(0)
+    net = _anatomix_net(p=0.5).eval()
+    with torch.no_grad():  # randomly initialised features vary by ~1e-7, below the norm's eps: widen them
+        net.extractor.model[-1].weight.mul_(1e4)
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = net.compute_features(x)
+        out = net(x)
+    assert features.dtype == torch.float32
+    assert features.shape == (2, ANATOMIX_F, 32, 32, 32)
+    mean = features.mean(dim=(2, 3, 4))
+    std = features.std(dim=(2, 3, 4), unbiased=False)
+    assert mean.abs().max() < 1e-3
+    assert (std - 1).abs().max() < 1e-2
+    assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- DDP
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_with_sync_batchnorm_keeps_extractor_frozen(tmp_path):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
+    world_size = 2
+    mp.spawn(ddp_worker, args=(world_size, _free_port(), str(tmp_path)), nprocs=world_size, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+    for rank, run in itertools.product(range(world_size), ("syncbn", "ddp")):
+        res = results[rank][run]
+        before, after = res["before"], res["after"]
+        where = f"rank {rank}, {run}"
+        if run == "syncbn":
+            assert res["n_sync"] > 0, "convert_sync_batchnorm found no BatchNorm in the extractor"
+        assert after["net_training"] is True
+        assert not any(after["extractor_training"]), f"{where}: extractor left eval mode"
+        assert after["extractor_requires_grad"] and not any(after["extractor_requires_grad"])
+        assert before["extractor"].keys() == after["extractor"].keys()
+        for key, value in before["extractor"].items():
+            assert torch.equal(after["extractor"][key], value), f"{where}: extractor {key} changed"
+        changed = [k for k, v in before["backbone"].items() if not torch.equal(after["backbone"][k], v)]
+        assert changed, f"{where}: backbone did not train"
+        # gradients were averaged across ranks: the replicas stay identical
+        other = results[1 - rank][run]["after"]["backbone"]
+        for key, value in after["backbone"].items():
+            assert torch.equal(other[key], value), f"{where}: replicas differ in {key}"
