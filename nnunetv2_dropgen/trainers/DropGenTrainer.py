@@ -38,9 +38,10 @@ class DropGenTrainer(nnUNetTrainer):
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),
     ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        require_3d(self.configuration_manager, configuration)
+        # refuse 2D and unknown extractors before nnU-Net creates folders or touches data
+        require_3d(PlansManager(plans).get_configuration(configuration), configuration)
         get_extractor_spec(self.extractor_name)
+        super().__init__(plans, configuration, fold, dataset_json, device)
         if self.schedule_epochs is not None:
             self.num_epochs = self.schedule_epochs
         if self.schedule_iterations_per_epoch is not None:
