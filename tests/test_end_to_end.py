@@ -1,0 +1,247 @@
+"""nnU-Net's own command-line tools, in subprocesses, with -tr DropGenTrainer_quick on a tiny dataset.
+
+Plan and preprocess, train (1 and 2 image channels), predict with the extractor weights made unavailable,
+ensemble two folds with checkpoint_best, continue with --c, --val, find_best_configuration, export and
+install from zip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from _tiny_dataset import write_tiny_dataset
+
+from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+
+FIXTURE_WEIGHTS = (
+    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anatomix" / "anatomix_random_weights.pth"
+)
+TRAINER = "DropGenTrainer_quick"
+ONE_CH, TWO_CH = 991, 992
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not FIXTURE_WEIGHTS.is_file(),
+        reason="../shared/fixtures/anatomix not found: training needs extractor weights and there is no internet",
+    ),
+]
+
+
+class Workspace:
+    """nnU-Net folders plus the environment each command runs with."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
+        for folder in (self.raw, self.preprocessed, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def env(self, weights: bool, results: Path | None = None) -> dict[str, str]:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("DROPGEN_WEIGHTS_")}
+        environment.update(
+            nnUNet_raw=str(self.raw),
+            nnUNet_preprocessed=str(self.preprocessed),
+            nnUNet_results=str(results or self.results),
+            nnUNet_extTrainer=str(trainer_dir()),
+            DROPGEN_CACHE_DIR=str(self.root / "empty_cache"),
+            HF_HUB_OFFLINE="1",
+        )
+        if weights:
+            environment["DROPGEN_WEIGHTS_ANATOMIX"] = str(FIXTURE_WEIGHTS)
+        return environment
+
+    def run(self, *args: str, weights: bool = False, results: Path | None = None) -> str:
+        command = [str(Path(sys.executable).parent / args[0]), *args[1:]]
+        done = subprocess.run(command, env=self.env(weights, results), capture_output=True, text=True, timeout=900)
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
+        return output
+
+    def model_folder(self, dataset: int, results: Path | None = None) -> Path:
+        return next((results or self.results).glob(f"Dataset{dataset}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres"
+
+    def train(self, dataset: int, *extra: str, weights: bool = True) -> str:
+        return self.run(
+            "nnUNetv2_train", str(dataset), "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu", *extra, weights=weights
+        )
+
+    def predict(self, dataset: int, out: Path, *extra: str, results: Path | None = None) -> Path:
+        images = next(self.raw.glob(f"Dataset{dataset}_*")) / "imagesTs"
+        self.run(
+            "nnUNetv2_predict",
+            "-i",
+            str(images),
+            "-o",
+            str(out),
+            "-d",
+            str(dataset),
+            "-c",
+            "3d_fullres",
+            "-tr",
+            TRAINER,
+            "-device",
+            "cpu",
+            "-npp",
+            "1",
+            "-nps",
+            "1",
+            *extra,
+            results=results,
+        )
+        return images
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    ws = Workspace(tmp_path_factory.mktemp("e2e"))
+    write_tiny_dataset(ws.raw, ONE_CH, num_cases=5, num_channels=1)
+    write_tiny_dataset(ws.raw, TWO_CH, num_cases=5, num_channels=2)
+    ws.run(
+        "nnUNetv2_plan_and_preprocess",
+        "-d",
+        str(ONE_CH),
+        str(TWO_CH),
+        "-c",
+        "3d_fullres",
+        "-np",
+        "1",
+        "--verify_dataset_integrity",
+    )
+    return ws
+
+
+@pytest.fixture(scope="module")
+def trained(workspace: Workspace) -> Path:
+    workspace.train(ONE_CH)
+    return workspace.model_folder(ONE_CH) / "fold_0"
+
+
+def check_predictions(images: Path, predictions: Path) -> None:
+    cases = sorted(p.name.replace("_0000.nii.gz", "") for p in images.glob("*_0000.nii.gz"))
+    assert cases
+    for case in cases:
+        source = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
+        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
+        assert predicted.GetSize() == source.GetSize()
+        assert np.allclose(predicted.GetSpacing(), source.GetSpacing())
+        assert np.allclose(predicted.GetOrigin(), source.GetOrigin())
+        assert np.allclose(predicted.GetDirection(), source.GetDirection())
+        labels = sitk.GetArrayFromImage(predicted)
+        assert set(np.unique(labels)) <= {0, 1, 2}
+        assert (labels > 0).any(), f"{case}: empty prediction"
+
+
+def test_training_loads_the_weights_and_logs_the_dropgen_settings(trained: Path) -> None:
+    log = "".join(p.read_text() for p in trained.glob("training_log_*.txt"))
+    assert f"DropGen: trainer {TRAINER}, extractor anatomix (16 features per image channel" in log
+    assert f"DropGen: extractor weights {FIXTURE_WEIGHTS}" in log and "UNVERIFIED" in log
+    assert "DropGen: channel dropout p=0.75 on image and feature channels, training only" in log
+    assert "DropGen: backbone input = 1 image + 16 feature + 0 extra (cascade) channels = 17" in log
+    checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    published = torch.load(FIXTURE_WEIGHTS, map_location="cpu", weights_only=True)
+    for key, value in published.items():
+        assert torch.equal(checkpoint["network_weights"][f"extractor.{key}"], value), key
+    assert (trained / "validation" / "summary.json").is_file()
+
+
+def test_predict_without_any_weights_file(workspace: Workspace, trained: Path) -> None:
+    out = workspace.root / "pred_fold0"
+    images = workspace.predict(ONE_CH, out, "-f", "0")
+    check_predictions(images, out)
+
+
+def test_predict_ensemble_of_two_folds_with_best_checkpoint(workspace: Workspace, trained: Path) -> None:
+    fold_1 = trained.parent / "fold_1"
+    shutil.copytree(trained, fold_1, dirs_exist_ok=True)
+    checkpoint = torch.load(fold_1 / "checkpoint_best.pth", map_location="cpu", weights_only=False)
+    generator = torch.Generator().manual_seed(0)
+    for key, value in checkpoint["network_weights"].items():
+        if key.startswith("backbone.") and value.is_floating_point():
+            value.add_(torch.randn(value.shape, generator=generator) * 0.05)
+    torch.save(checkpoint, fold_1 / "checkpoint_best.pth")
+
+    single, ensemble = workspace.root / "pred_best_fold0", workspace.root / "pred_ensemble"
+    workspace.predict(ONE_CH, single, "-f", "0", "-chk", "checkpoint_best.pth", "--save_probabilities")
+    images = workspace.predict(ONE_CH, ensemble, "-f", "0", "1", "-chk", "checkpoint_best.pth", "--save_probabilities")
+    check_predictions(images, ensemble)
+    case = next(ensemble.glob("*.npz")).name
+    # fold 1 differs from fold 0, so an ensemble that really averages both folds gives other probabilities
+    assert not np.allclose(np.load(single / case)["probabilities"], np.load(ensemble / case)["probabilities"])
+
+
+def test_continue_training_resumes_the_epoch_and_the_extractor(workspace: Workspace, trained: Path) -> None:
+    final = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    interrupted = dict(final, current_epoch=1)
+    torch.save(interrupted, trained / "checkpoint_latest.pth")
+    (trained / "checkpoint_final.pth").rename(trained / "checkpoint_final.pth.bak")
+    logs_before = set(trained.glob("training_log_*.txt"))
+    try:
+        workspace.train(ONE_CH, "--c", weights=False)
+    finally:
+        if not (trained / "checkpoint_final.pth").exists():
+            (trained / "checkpoint_final.pth.bak").rename(trained / "checkpoint_final.pth")
+    new_log = "".join(p.read_text() for p in set(trained.glob("training_log_*.txt")) - logs_before)
+    assert "DropGen: extractor weights from the checkpoint" in new_log
+    assert "Epoch 1" in new_log and "Epoch 0" not in new_log
+    resumed = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert resumed["current_epoch"] == 2
+    for key, value in final["network_weights"].items():
+        if key.startswith("extractor."):
+            assert torch.equal(resumed["network_weights"][key], value), key
+
+
+def test_validation_only_needs_no_weights(workspace: Workspace, trained: Path) -> None:
+    summary = trained / "validation" / "summary.json"
+    summary.unlink()
+    workspace.train(ONE_CH, "--val", weights=False)
+    assert "foreground_mean" in json.loads(summary.read_text())
+
+
+def test_find_best_configuration_export_and_install(workspace: Workspace, trained: Path) -> None:
+    output = workspace.run(
+        "nnUNetv2_find_best_configuration", str(ONE_CH), "-c", "3d_fullres", "-tr", TRAINER, "-f", "0", "-np", "1"
+    )
+    assert TRAINER in output
+    assert (workspace.model_folder(ONE_CH).parent / "inference_information.json").is_file()
+    archive = workspace.root / "model.zip"
+    workspace.run(
+        "nnUNetv2_export_model_to_zip",
+        "-d",
+        str(ONE_CH),
+        "-o",
+        str(archive),
+        "-c",
+        "3d_fullres",
+        "-tr",
+        TRAINER,
+        "-f",
+        "0",
+    )
+    other_results = workspace.root / "other_results"
+    other_results.mkdir()
+    workspace.run("nnUNetv2_install_pretrained_model_from_zip", str(archive), results=other_results)
+    installed = workspace.model_folder(ONE_CH, other_results)
+    assert (installed / "fold_0" / "checkpoint_final.pth").is_file()
+    out = workspace.root / "pred_installed"
+    images = workspace.predict(ONE_CH, out, "-f", "0", results=other_results)
+    check_predictions(images, out)
+
+
+def test_two_image_channels_train_and_predict(workspace: Workspace) -> None:
+    workspace.train(TWO_CH)
+    fold = workspace.model_folder(TWO_CH) / "fold_0"
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "DropGen: backbone input = 2 image + 32 feature + 0 extra (cascade) channels = 34" in log
+    out = workspace.root / "pred_two_channels"
+    images = workspace.predict(TWO_CH, out, "-f", "0")
+    check_predictions(images, out)
