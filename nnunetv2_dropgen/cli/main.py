@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from nnunetv2_dropgen.cli import setup_commands, synthetic_command, weights_commands
+from nnunetv2_dropgen.cli import demo_command, setup_commands, synthetic_command, weights_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="DropGen for nnU-Net v2: manage extractor weights, find the trainers, check the set-up.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (setup_commands, weights_commands, synthetic_command):
+    for module in (setup_commands, weights_commands, synthetic_command, demo_command):
         module.register(subparsers)
     return parser
 
