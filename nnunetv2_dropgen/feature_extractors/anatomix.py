@@ -49,7 +49,7 @@ class AnatomixUNet(nn.Module):
         self.out_channels = config.output_nc
 
         layers: list[nn.Module] = []
-        self._skip_sources: list[int] = []  # index of the layer whose output feeds each skip
+        self._skip_sources: set[int] = set()  # indices of the layers whose outputs feed the skips
         self._concat_after: list[int] = []  # index of the upsampling layer each skip joins
 
         widths = [config.ngf * 2**level for level in range(config.num_downs + 1)]
@@ -59,7 +59,7 @@ class AnatomixUNet(nn.Module):
             for _ in range(n_convs):
                 layers += self._conv_block(in_ch, width)
                 in_ch = width
-            self._skip_sources.append(len(layers) - 1)
+            self._skip_sources.add(len(layers) - 1)
             layers.append(self._pool())
         for _ in range(2):
             layers += self._conv_block(in_ch, widths[-1])
@@ -73,7 +73,6 @@ class AnatomixUNet(nn.Module):
                 in_ch = widths[level]
         layers.append(self._conv(in_ch, config.output_nc))
         self.model = nn.Sequential(*layers)
-        self._skip_sources_set = set(self._skip_sources)
 
     def _conv(self, in_ch: int, out_ch: int) -> nn.Conv3d:
         return nn.Conv3d(
@@ -105,7 +104,7 @@ class AnatomixUNet(nn.Module):
         next_concat = next(concat_at, None)
         for index, layer in enumerate(self.model):
             x = layer(x)
-            if index in self._skip_sources_set:
+            if index in self._skip_sources:
                 skips.append(x)
             elif index == next_concat:
                 x = torch.cat([skips.pop(), x], dim=1)
