@@ -199,3 +199,24 @@ def test_register_rejects_non_positive_sizes(out_channels, multiple):
     with pytest.raises(ValueError, match="positive"):
         register_extractor(spec)
     assert "test-bad" not in available_extractors()
+
+
+@requires_fixtures
+def test_weights_of_another_architecture_are_refused_with_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnunetv2_dropgen.weights import WeightsError
+
+    wrong = FIXTURES / "mini_dev_random_weights.pth"
+    monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(wrong))
+    with pytest.warns(UserWarning, match="UNVERIFIED"), pytest.raises(WeightsError) as refused:
+        build_dropgen_network("anatomix", tiny_backbone(17), 1, pretrained=True)
+    assert str(wrong) in str(refused.value) and "weights fetch anatomix --force" in str(refused.value)
+
+
+@requires_fixtures
+def test_pretrained_build_loads_the_named_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(FIXTURES / "anatomix_random_weights.pth"))
+    with pytest.warns(UserWarning, match="UNVERIFIED"):
+        net = build_dropgen_network("anatomix", tiny_backbone(17), 1, pretrained=True)
+    published = torch.load(FIXTURES / "anatomix_random_weights.pth", weights_only=True)
+    assert all(torch.equal(net.extractor.state_dict()[k], v) for k, v in published.items())
+    assert "DROPGEN_WEIGHTS_ANATOMIX" in net.extractor_weights and "UNVERIFIED" in net.extractor_weights
