@@ -332,9 +332,7 @@ def test_cli_writes_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_cli_out_defaults_to_nnunet_raw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("nnUNet_raw", str(tmp_path))
-    args = _parser().parse_args(
-        ["make-synthetic", "--num-train", "1", "--num-test", "0", "--shape", "16", "16", "16"]
-    )
+    args = _parser().parse_args(["make-synthetic", "--num-train", "1", "--num-test", "0", "--shape", "16", "16", "16"])
     assert args.func(args) == 0
     assert (tmp_path / "Dataset501_DropGenSynthetic" / "dataset.json").is_file()
 

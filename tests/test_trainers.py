@@ -66,7 +66,7 @@ def test_variant_settings_match_their_names() -> None:
     assert trainers.DropGenTrainer_anatomixDev.extractor_name == "anatomix-dev"
     for epochs in (1, 5, 10, 50, 100, 250):
         suffix = "1epoch" if epochs == 1 else f"{epochs}epochs"
-        assert getattr(trainers, f"DropGenTrainer_{suffix}").schedule_epochs == epochs
+        assert getattr(trainers, f"DropGenTrainer_{suffix}").schedule.epochs == epochs
 
 
 def test_features_only_zeroes_the_image_and_drops_nothing() -> None:

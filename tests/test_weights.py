@@ -152,9 +152,7 @@ def test_published_facts_and_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert anatomix.filename == "anatomix.pth"
     assert anatomix.hf_repo == "neeldey/anatomix"
     assert anatomix.git_blob_sha1 == "d13b2f335850a0a3a9042dcaf9a7181631098b80"
-    assert anatomix.urls == (
-        "https://raw.githubusercontent.com/neel-dey/anatomix/main/model-weights/anatomix.pth",
-    )
+    assert anatomix.urls == ("https://raw.githubusercontent.com/neel-dey/anatomix/main/model-weights/anatomix.pth",)
     dev = REAL_PUBLISHED["anatomix-dev"]
     assert (dev.filename, dev.hf_repo, dev.urls, dev.git_blob_sha1) == (
         "anatomix-dev.pth",
@@ -222,9 +220,7 @@ def test_user_file_with_wrong_checksum_is_accepted_but_unverified(
         assert resolve_weights("anatomix").verified is False
 
 
-def test_user_file_must_exist_and_load(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, truncated: Path
-) -> None:
+def test_user_file_must_exist_and_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, truncated: Path) -> None:
     missing = tmp_path / "nowhere" / "anatomix.pth"
     with pytest.raises(WeightsError, match="does not exist") as error:
         resolve_weights("anatomix", explicit=missing)
@@ -237,9 +233,7 @@ def test_user_file_must_exist_and_load(
     assert str(truncated) in str(error.value)
 
 
-def test_corrupt_cache_is_reported_and_kept(
-    monkeypatch: pytest.MonkeyPatch, cache: Path, truncated: Path
-) -> None:
+def test_corrupt_cache_is_reported_and_kept(monkeypatch: pytest.MonkeyPatch, cache: Path, truncated: Path) -> None:
     cached = cache / "anatomix.pth"
     cache.mkdir()
     cached.write_bytes(truncated.read_bytes())
@@ -323,9 +317,7 @@ def test_download_through_the_hub(monkeypatch: pytest.MonkeyPatch, cache: Path, 
 
 
 @pytest.mark.parametrize("name", ["anatomix", "anatomix-dev"])
-def test_corrupt_hub_download_is_rejected(
-    monkeypatch: pytest.MonkeyPatch, cache: Path, good: Path, name: str
-):
+def test_corrupt_hub_download_is_rejected(monkeypatch: pytest.MonkeyPatch, cache: Path, good: Path, name: str):
     def corrupt_hub(repo_id: str, filename: str, local_dir) -> str:
         (Path(local_dir) / filename).write_bytes(good.read_bytes()[:1000])
         return str(Path(local_dir) / filename)

@@ -50,12 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         choices=list_domains(),
         metavar="DOMAIN",
-        help=f"held-out test domains (default: all of {', '.join(targets)}); "
-        f"{SOURCE_DOMAIN} is always included",
+        help=f"held-out test domains (default: all of {', '.join(targets)}); {SOURCE_DOMAIN} is always included",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing dataset with this id and name"
-    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id and name")
     parser.set_defaults(func=_make_synthetic)
 
 

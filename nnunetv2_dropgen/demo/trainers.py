@@ -7,21 +7,10 @@ nothing but DropGen.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
-
-
-class Schedule(NamedTuple):
-    """Epochs, training iterations per epoch and validation iterations per epoch."""
-
-    epochs: int
-    iterations_per_epoch: int
-    val_iterations_per_epoch: int
-
+from nnunetv2_dropgen.trainers.schedule import Schedule, ScheduledTrainer
 
 TINY = Schedule(1, 2, 1)
 """CI smoke test: checks every step runs, learns nothing."""
@@ -31,51 +20,36 @@ GPU = Schedule(30, 100, 10)
 """3000 iterations: a few minutes per trainer on a GPU, closer to a real (250000-iteration) run."""
 
 
-class _DemoSchedule:
-    """Applies `schedule` after nnU-Net's __init__ and skips nnU-Net's final validation.
-
-    Demo models train on fold 'all', where nnU-Net's validation would only re-score the training cases;
+class _SkipFinalValidation:
+    """Demo models train on fold 'all', where nnU-Net's final validation would only re-score the training cases;
     the demo scores held-out test domains instead, so that step would only slow the demo down.
     """
-
-    schedule: Schedule
-
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = self.schedule
 
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         self.print_to_log_file("Demo schedule: final validation skipped (the demo evaluates held-out test sets).")
 
 
-class DropGenTrainer_demoTiny(_DemoSchedule, DropGenTrainer):
+class DropGenTrainer_demoTiny(_SkipFinalValidation, DropGenTrainer):
     schedule = TINY
 
 
-class nnUNetTrainer_demoTiny(_DemoSchedule, nnUNetTrainer):
+class nnUNetTrainer_demoTiny(_SkipFinalValidation, ScheduledTrainer, nnUNetTrainer):
     schedule = TINY
 
 
-class DropGenTrainer_demo(_DemoSchedule, DropGenTrainer):
+class DropGenTrainer_demo(_SkipFinalValidation, DropGenTrainer):
     schedule = CPU
 
 
-class nnUNetTrainer_demo(_DemoSchedule, nnUNetTrainer):
+class nnUNetTrainer_demo(_SkipFinalValidation, ScheduledTrainer, nnUNetTrainer):
     schedule = CPU
 
 
-class DropGenTrainer_demoGPU(_DemoSchedule, DropGenTrainer):
+class DropGenTrainer_demoGPU(_SkipFinalValidation, DropGenTrainer):
     schedule = GPU
 
 
-class nnUNetTrainer_demoGPU(_DemoSchedule, nnUNetTrainer):
+class nnUNetTrainer_demoGPU(_SkipFinalValidation, ScheduledTrainer, nnUNetTrainer):
     schedule = GPU
 
 

@@ -75,9 +75,7 @@ class AnatomixUNet(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def _conv(self, in_ch: int, out_ch: int) -> nn.Conv3d:
-        return nn.Conv3d(
-            in_ch, out_ch, 3, padding="same", padding_mode="reflect", bias=self.config.norm == "instance"
-        )
+        return nn.Conv3d(in_ch, out_ch, 3, padding="same", padding_mode="reflect", bias=self.config.norm == "instance")
 
     def _norm(self, ch: int) -> nn.Module:
         if self.config.norm == "batch":

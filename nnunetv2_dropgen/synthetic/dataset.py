@@ -83,9 +83,7 @@ def _check_id_unused(out_raw_dir: Path, dataset_id: int, name: str) -> None:
 
 def _changed(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """Names of the generation settings that differ, so the error says what to change back."""
-    keys = [
-        k for k in wanted["parameters"] if existing.get("parameters", {}).get(k) != wanted["parameters"][k]
-    ]
+    keys = [k for k in wanted["parameters"] if existing.get("parameters", {}).get(k) != wanted["parameters"][k]]
     for key in ("generator_version", "domains"):
         if existing.get(key) != wanted[key]:
             keys.append(key)

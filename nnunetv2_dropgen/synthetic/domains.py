@@ -59,9 +59,7 @@ class Domain:
         if min(self.noise_std, self.bias_field_strength, self.blur_sigma, self.texture_std) < 0:
             raise ValueError(f"Domain {self.name!r}: noise, bias, blur and texture must not be negative.")
         if not isinstance(self.downsample, int) or self.downsample < 1:
-            raise ValueError(
-                f"Domain {self.name!r}: downsample must be an int >= 1, got {self.downsample!r}."
-            )
+            raise ValueError(f"Domain {self.name!r}: downsample must be an int >= 1, got {self.downsample!r}.")
         if self.intensity_scale == 0:
             raise ValueError(f"Domain {self.name!r}: intensity_scale must not be 0.")
 

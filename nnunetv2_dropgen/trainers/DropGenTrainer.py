@@ -18,17 +18,15 @@ from torch._dynamo import OptimizedModule
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec, load_pretrained_weights
 from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
+from nnunetv2_dropgen.trainers.schedule import ScheduledTrainer
 
 
-class DropGenTrainer(nnUNetTrainer):
+class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
     """anatomix features + channel dropout p=0.75 over image and feature channels; nnU-Net defaults otherwise."""
 
     extractor_name: str = "anatomix"
     dropout_p: float = 0.75
     use_image: bool = True
-    schedule_epochs: int | None = None  # None: nnU-Net's default number of epochs
-    schedule_iterations_per_epoch: int | None = None
-    schedule_val_iterations_per_epoch: int | None = None
 
     def __init__(
         self,
@@ -42,12 +40,6 @@ class DropGenTrainer(nnUNetTrainer):
         require_3d(PlansManager(plans).get_configuration(configuration), configuration)
         get_extractor_spec(self.extractor_name)
         super().__init__(plans, configuration, fold, dataset_json, device)
-        if self.schedule_epochs is not None:
-            self.num_epochs = self.schedule_epochs
-        if self.schedule_iterations_per_epoch is not None:
-            self.num_iterations_per_epoch = self.schedule_iterations_per_epoch
-        if self.schedule_val_iterations_per_epoch is not None:
-            self.num_val_iterations_per_epoch = self.schedule_val_iterations_per_epoch
         self._extractor_weights_from_checkpoint = False
 
     @classmethod

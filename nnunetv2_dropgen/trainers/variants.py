@@ -7,6 +7,7 @@ the exact network that was trained.
 from __future__ import annotations
 
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
+from nnunetv2_dropgen.trainers.schedule import Schedule
 
 
 class DropGenTrainer_anatomixDev(DropGenTrainer):
@@ -41,34 +42,32 @@ class DropGenTrainer_featuresOnly(DropGenTrainer):
 
 
 class DropGenTrainer_1epoch(DropGenTrainer):
-    schedule_epochs = 1
+    schedule = Schedule(epochs=1)
 
 
 class DropGenTrainer_5epochs(DropGenTrainer):
-    schedule_epochs = 5
+    schedule = Schedule(epochs=5)
 
 
 class DropGenTrainer_10epochs(DropGenTrainer):
-    schedule_epochs = 10
+    schedule = Schedule(epochs=10)
 
 
 class DropGenTrainer_50epochs(DropGenTrainer):
     """Few-shot fine-tuning length."""
 
-    schedule_epochs = 50
+    schedule = Schedule(epochs=50)
 
 
 class DropGenTrainer_100epochs(DropGenTrainer):
-    schedule_epochs = 100
+    schedule = Schedule(epochs=100)
 
 
 class DropGenTrainer_250epochs(DropGenTrainer):
-    schedule_epochs = 250
+    schedule = Schedule(epochs=250)
 
 
 class DropGenTrainer_quick(DropGenTrainer):
     """Smoke-test schedule (2 epochs of 4 iterations): checks a set-up end to end in minutes on a CPU."""
 
-    schedule_epochs = 2
-    schedule_iterations_per_epoch = 4
-    schedule_val_iterations_per_epoch = 2
+    schedule = Schedule(epochs=2, iterations_per_epoch=4, val_iterations_per_epoch=2)

@@ -55,8 +55,7 @@ def _published(name: str) -> PublishedWeights:
         return PUBLISHED[name]
     except KeyError:
         raise WeightsError(
-            f"There are no published weights called {name!r}; the known names are "
-            f"{', '.join(sorted(PUBLISHED))}."
+            f"There are no published weights called {name!r}; the known names are {', '.join(sorted(PUBLISHED))}."
         ) from None
 
 
@@ -259,9 +258,7 @@ def download_weights(name: str, urls: Sequence[str] | None = None, use_hub: bool
     )
 
 
-def resolve_weights(
-    name: str, explicit: str | os.PathLike | None = None, download: bool = True
-) -> ResolvedWeights:
+def resolve_weights(name: str, explicit: str | os.PathLike | None = None, download: bool = True) -> ResolvedWeights:
     """The weight file to use for `name`: argument, then environment variable, then cache, then download."""
     spec = _published(name)
     env_var = env_var_for(name)
@@ -276,9 +273,7 @@ def resolve_weights(
     elif download:
         resolved = download_weights(name)
     else:
-        raise WeightsError(
-            f"{spec.filename} was not found and downloading is turned off. {_how_to_provide(spec)}"
-        )
+        raise WeightsError(f"{spec.filename} was not found and downloading is turned off. {_how_to_provide(spec)}")
     logger.info("Using %s weights %s from %s: %s", name, resolved.path, resolved.source, resolved.detail)
     return resolved
 
