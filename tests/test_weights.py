@@ -1,130 +1,129 @@
-"""Weights: resolution order, verification, downloads (local HTTP server, no internet), install, CLI."""
+"""Weights: records, loading, resolution order, the trust policy, revisions, downloads, install, report, CLI, doctor.
+
+No test touches the internet: conftest sets HF_HUB_OFFLINE=1; tests that need a network use servers
+on 127.0.0.1 (`_weights_helpers`). Sources are built here, so nothing depends on the real anatomix facts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
-import socket
-import threading
+import json
+import sys
+import time
+import warnings
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
+from _core_helpers import FIXTURES, requires_fixtures
+from _weights_helpers import (
+    FakeHubHandler,
+    FileHandler,
+    blob_id,
+    refusing_url,
+    serve,
+    silent_server,
+    write_state_dict,
+)
+from torch import nn
 
 from nnunetv2_dropgen.cli.main import main
+from nnunetv2_dropgen.cli.setup_commands import _weights_check
+from nnunetv2_dropgen.feature_extractors import ExtractorSpec, registered_extractor
 from nnunetv2_dropgen.weights import (
-    PUBLISHED,
-    WeightsError,
+    RECORD_FORMAT,
+    EmbeddedWeights,
+    PublishedWeights,
+    WeightsArchitectureMismatch,
+    WeightsChecksumMismatch,
+    WeightsDownloadFailed,
+    WeightsMissing,
+    WeightsUnreadable,
     cache_dir,
+    cache_path,
     download_weights,
     env_var_for,
     fetch_weights,
     git_blob_sha1,
     install_weights,
     load_state_dict_file,
+    read_record,
+    record_path,
+    remote,
     resolve_weights,
+    revision_var_for,
+    save_pretrained,
     store,
+    weights_outlook,
     weights_report,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-REAL_PUBLISHED = dict(PUBLISHED)  # taken before any test patches an entry
+COMMIT_MAIN = "a" * 40
+COMMIT_V1 = "b" * 40
 
 
-def blob_id(data: bytes) -> str:
-    """git hash-object, written out independently of the code under test."""
-    return hashlib.sha1(b"blob " + str(len(data)).encode() + b"\0" + data).hexdigest()
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_state_dict(path: Path, seed: int = 0) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(seed)
-    torch.save({"conv.weight": torch.randn(32, 32, generator=generator), "conv.bias": torch.zeros(32)}, path)
-    return path.read_bytes()
-
-
-def publish(monkeypatch: pytest.MonkeyPatch, name: str = "anatomix", **changes) -> None:
-    monkeypatch.setitem(PUBLISHED, name, dataclasses.replace(PUBLISHED[name], **changes))
-
-
-def offline_hub(*args, **kwargs):
-    raise OSError("offline (hub disabled in tests)")
+def files_in(folder: Path) -> list[str]:
+    """Every file under `folder` (relative paths), so a leftover temporary file anywhere is seen."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 @pytest.fixture(autouse=True)
 def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty cache in tmp_path, no user variables, and no network: hub off, no fallback URLs."""
+    """An empty cache of this test's own."""
     monkeypatch.setenv("DROPGEN_CACHE_DIR", str(tmp_path / "cache"))
-    for name in PUBLISHED:
-        monkeypatch.delenv(env_var_for(name), raising=False)
-        publish(monkeypatch, name, urls=())
-    monkeypatch.setattr(store, "hf_hub_download", offline_hub)
     return tmp_path / "cache"
 
 
 @pytest.fixture
-def good(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A state_dict file that the (patched) published anatomix checksum declares to be the real one."""
-    path = tmp_path / "good" / "anatomix.pth"
-    publish(monkeypatch, git_blob_sha1=blob_id(write_state_dict(path, seed=0)))
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Downloads allowed; the Hub endpoint is a refusing local port unless a test points HF_ENDPOINT elsewhere."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", refusing_url())
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    """The file the test source publishes."""
+    path = tmp_path / "good" / "testmix.pth"
+    write_state_dict(path, seed=0)
     return path
+
+
+@pytest.fixture
+def source(good: Path) -> PublishedWeights:
+    """A published source whose checksum is that of `good`, with no fallback URLs."""
+    return PublishedWeights(
+        name="testmix", filename="testmix.pth", hf_repo="test/testmix", git_blob_sha1=blob_id(good.read_bytes())
+    )
+
+
+@pytest.fixture
+def unchecked() -> PublishedWeights:
+    """A published source without a checksum (as anatomix-dev)."""
+    return PublishedWeights(name="testmix-dev", filename="testmix-dev.pth", hf_repo="test/testmix")
 
 
 @pytest.fixture
 def other(tmp_path: Path) -> Path:
     """A loadable state_dict that is not the published file."""
-    path = tmp_path / "other" / "anatomix.pth"
+    path = tmp_path / "other" / "testmix.pth"
     write_state_dict(path, seed=1)
     return path
 
 
 @pytest.fixture
 def truncated(good: Path, tmp_path: Path) -> Path:
-    path = tmp_path / "truncated" / "anatomix.pth"
+    path = tmp_path / "truncated" / "testmix.pth"
     path.parent.mkdir()
     path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     return path
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; under /short/ it promises the whole file but closes after half of it."""
-
-    def do_GET(self) -> None:
-        if not self.path.startswith("/short/"):
-            super().do_GET()
-            return
-        data = Path(self.translate_path(self.path.removeprefix("/short"))).read_bytes()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data[: len(data) // 2])
-        self.close_connection = True
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    """A real HTTP server on 127.0.0.1 serving tmp_path/www; yields (folder, base URL)."""
-    www = tmp_path / "www"
-    www.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(www)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield www, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/anatomix.pth"
 
 
 def no_download(*args, **kwargs):
@@ -147,239 +146,67 @@ def test_git_blob_sha1_is_git_hash_object(tmp_path: Path) -> None:
     assert git_blob_sha1(large) == blob_id(data)
 
 
-def test_published_facts_and_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    anatomix = REAL_PUBLISHED["anatomix"]
-    assert anatomix.filename == "anatomix.pth"
-    assert anatomix.hf_repo == "neeldey/anatomix"
-    assert anatomix.git_blob_sha1 == "d13b2f335850a0a3a9042dcaf9a7181631098b80"
-    assert anatomix.urls == ("https://raw.githubusercontent.com/neel-dey/anatomix/main/model-weights/anatomix.pth",)
-    dev = REAL_PUBLISHED["anatomix-dev"]
-    assert (dev.filename, dev.hf_repo, dev.urls, dev.git_blob_sha1) == (
-        "anatomix-dev.pth",
-        "neeldey/anatomix",
-        (),
-        None,
-    )
-    assert env_var_for("anatomix") == "DROPGEN_WEIGHTS_ANATOMIX"
+def test_names_and_places(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: PublishedWeights) -> None:
     assert env_var_for("anatomix-dev") == "DROPGEN_WEIGHTS_ANATOMIX_DEV"
-    monkeypatch.delenv("DROPGEN_CACHE_DIR", raising=False)
+    assert revision_var_for("anatomix-dev") == "DROPGEN_REVISION_ANATOMIX_DEV"
+    monkeypatch.delenv("DROPGEN_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_dir() == tmp_path / ".cache" / "nnunetv2_dropgen"
-    with pytest.raises(WeightsError, match="anatomix-dev"):
-        resolve_weights("no-such-model")
+    assert cache_path(source) == cache_dir() / "testmix.pth"
+    assert cache_path(source, "main") == cache_dir() / "testmix.pth"
+    assert cache_path(source, "refs/pr/1") == cache_dir() / "revisions" / "refs%2Fpr%2F1" / "testmix.pth"
+    monkeypatch.setenv("DROPGEN_REVISION_TESTMIX", COMMIT_V1)
+    assert cache_path(source) == cache_dir() / "revisions" / COMMIT_V1 / "testmix.pth"
 
 
-# --- resolution order ---------------------------------------------------------------------------
+# --- the record of a user's own pretrained extractor ---------------------------------------------
 
 
-def test_resolution_order(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: Path, good: Path) -> None:
-    data = good.read_bytes()
-    paths = {}
-    for place in ("argument", "environment", "cache"):
-        paths[place] = (cache if place == "cache" else tmp_path / place) / "anatomix.pth"
-        paths[place].parent.mkdir(parents=True, exist_ok=True)
-        paths[place].write_bytes(data)
-    monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(paths["environment"]))
-    monkeypatch.setattr(store, "download_weights", no_download)
-
-    resolved = resolve_weights("anatomix", explicit=paths["argument"])
-    assert (resolved.path, resolved.source, resolved.verified) == (paths["argument"], "argument", True)
-    assert resolved.detail == "git blob id matches the published anatomix.pth"
-
-    resolved = resolve_weights("anatomix")
-    assert (resolved.path, resolved.source) == (
-        paths["environment"],
-        "environment (DROPGEN_WEIGHTS_ANATOMIX)",
-    )
-
-    monkeypatch.delenv("DROPGEN_WEIGHTS_ANATOMIX")
-    resolved = resolve_weights("anatomix")  # a good cache: no download
-    assert (resolved.path, resolved.source, resolved.verified) == (paths["cache"], "cache", True)
-
-    paths["cache"].unlink()
-    calls = []
-    downloaded = store.ResolvedWeights("anatomix", paths["cache"], "download (test)", True, "test")
-    monkeypatch.setattr(store, "download_weights", lambda name: calls.append(name) or downloaded)
-    assert resolve_weights("anatomix") is downloaded
-    assert calls == ["anatomix"]
-    with pytest.raises(WeightsError, match="downloading is turned off"):
-        resolve_weights("anatomix", download=False)
+def test_save_pretrained_writes_weights_and_record(tmp_path: Path) -> None:
+    module = nn.Conv3d(1, 2, 3)
+    target = tmp_path / "pretrained" / "mine.pth"
+    digest = save_pretrained(module.state_dict(), target, {"architecture": "testmix", "epochs": 3})
+    assert record_path(target) == tmp_path / "pretrained" / "mine.json"
+    assert files_in(tmp_path / "pretrained") == ["mine.json", "mine.pth"]
+    assert digest == sha256(target)
+    stored = json.loads(record_path(target).read_text())
+    assert stored == {"architecture": "testmix", "epochs": 3, "format": RECORD_FORMAT, "sha256": digest}
+    assert read_record(target) == stored
+    plain = torch.load(target, weights_only=True)
+    assert set(plain) == set(module.state_dict())
+    assert all(torch.equal(plain[k], v) for k, v in module.state_dict().items())
 
 
-def test_user_file_with_wrong_checksum_is_accepted_but_unverified(
-    monkeypatch: pytest.MonkeyPatch, good: Path, other: Path
-) -> None:
-    with pytest.warns(UserWarning, match=f"(?i)unverified.*{other.name}|{other.name}.*unverified"):
-        resolved = resolve_weights("anatomix", explicit=other)
-    assert (resolved.path, resolved.source, resolved.verified) == (other, "argument", False)
-    assert resolved.detail.startswith("UNVERIFIED")
-    assert git_blob_sha1(other) in resolved.detail
-
-    monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(other))
-    with pytest.warns(UserWarning, match="(?i)unverified"):
-        assert resolve_weights("anatomix").verified is False
-
-
-def test_user_file_must_exist_and_load(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, truncated: Path) -> None:
-    missing = tmp_path / "nowhere" / "anatomix.pth"
-    with pytest.raises(WeightsError, match="does not exist") as error:
-        resolve_weights("anatomix", explicit=missing)
-    assert str(missing) in str(error.value)
-    monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(missing))
-    with pytest.raises(WeightsError, match="DROPGEN_WEIGHTS_ANATOMIX"):
-        resolve_weights("anatomix")
-    with pytest.raises(WeightsError, match="truncated") as error:
-        resolve_weights("anatomix", explicit=truncated)
-    assert str(truncated) in str(error.value)
+def test_save_pretrained_refuses_bad_input_and_changes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "mine.pth"
+    state = nn.Linear(2, 2).state_dict()
+    before = save_pretrained(state, target, {"architecture": "testmix"})
+    cases = [
+        (state, target, {"epochs": 3}, "architecture"),
+        (state, target, {"architecture": "testmix", "when": object()}, "JSON"),
+        ({}, target, {"architecture": "testmix"}, "state_dict"),
+        ({"w": [1.0]}, target, {"architecture": "testmix"}, "state_dict"),
+        (state, tmp_path / "mine.json", {"architecture": "testmix"}, r"\.json"),
+    ]
+    for bad_state, path, record, message in cases:
+        with pytest.raises(ValueError, match=message):
+            save_pretrained(bad_state, path, record)
+    assert files_in(tmp_path) == ["mine.json", "mine.pth"]
+    assert sha256(target) == before == read_record(target)["sha256"]
 
 
-def test_corrupt_cache_is_reported_and_kept(monkeypatch: pytest.MonkeyPatch, cache: Path, truncated: Path) -> None:
-    cached = cache / "anatomix.pth"
-    cache.mkdir()
-    cached.write_bytes(truncated.read_bytes())
-    monkeypatch.setattr(store, "download_weights", no_download)
-    with pytest.raises(WeightsError, match="weights fetch anatomix") as error:
-        resolve_weights("anatomix")
-    assert str(cached) in str(error.value) and "Delete it" in str(error.value)
-    assert cached.read_bytes() == truncated.read_bytes()
-    with pytest.raises(WeightsError):
-        fetch_weights("anatomix")  # without --force the broken copy is reported, not replaced
-    assert cached.read_bytes() == truncated.read_bytes()
-
-
-def test_cache_without_published_checksum_is_loaded_and_unverified(cache: Path, truncated: Path) -> None:
-    cached = cache / "anatomix-dev.pth"
-    write_state_dict(cached)
-    resolved = resolve_weights("anatomix-dev")
-    assert (resolved.source, resolved.verified) == ("cache", False)
-    assert "unverified: no published checksum" in resolved.detail
-    cached.write_bytes(truncated.read_bytes())
-    with pytest.raises(WeightsError, match="anatomix-dev --force") as error:
-        resolve_weights("anatomix-dev")
-    assert str(cached) in str(error.value)
-
-
-# --- downloads ----------------------------------------------------------------------------------
-
-
-def test_download_from_fallback_url(monkeypatch: pytest.MonkeyPatch, server, cache: Path, good: Path) -> None:
-    www, base = server
-    (www / "anatomix.pth").write_bytes(good.read_bytes())
-    publish(monkeypatch, urls=(f"{base}/missing.pth", f"{base}/anatomix.pth"))  # a 404 first, then the file
-    resolved = resolve_weights("anatomix")
-    assert (resolved.path, resolved.verified) == (cache / "anatomix.pth", True)
-    assert resolved.source == f"download ({base}/anatomix.pth)"
-    assert resolved.path.read_bytes() == good.read_bytes()
-    assert sorted(p.name for p in cache.iterdir()) == ["anatomix.pth"]
-
-
-@pytest.mark.parametrize("served", ["truncated", "other"])
-def test_download_that_fails_verification_leaves_nothing(
-    request: pytest.FixtureRequest, server, cache: Path, good: Path, served: str
-) -> None:
-    www, base = server
-    (www / "anatomix.pth").write_bytes(request.getfixturevalue(served).read_bytes())
-    with pytest.raises(WeightsError, match="not the published file") as error:
-        download_weights("anatomix", urls=[f"{base}/anatomix.pth"])
-    assert "deleted" in str(error.value)
-    assert list(cache.iterdir()) == []
-
-
-def test_download_cut_short_leaves_nothing(server, cache: Path, good: Path) -> None:
-    www, base = server
-    (www / "anatomix.pth").write_bytes(good.read_bytes())
-    with pytest.raises(WeightsError, match="Could not download anatomix.pth") as error:
-        download_weights("anatomix", urls=[f"{base}/short/anatomix.pth"])
-    assert "bytes" in str(error.value)
-    assert list(cache.iterdir()) == []
-
-
-def test_download_through_the_hub(monkeypatch: pytest.MonkeyPatch, cache: Path, good: Path) -> None:
-    calls = []
-
-    def fake_hub(repo_id: str, filename: str, local_dir) -> str:
-        calls.append((repo_id, filename, Path(local_dir)))
-        (Path(local_dir) / filename).write_bytes(good.read_bytes())
-        return str(Path(local_dir) / filename)
-
-    monkeypatch.setattr(store, "hf_hub_download", fake_hub)
-    publish(monkeypatch, urls=(closed_port_url(),))  # never reached
-    resolved = resolve_weights("anatomix")
-    assert (resolved.source, resolved.verified) == ("download (Hugging Face neeldey/anatomix)", True)
-    assert [(repo, name) for repo, name, _ in calls] == [("neeldey/anatomix", "anatomix.pth")]
-    assert calls[0][2].parent.parent == cache  # downloads land inside the cache folder, then are renamed
-    assert sorted(p.name for p in cache.iterdir()) == ["anatomix.pth"]
-
-    cached_before = (cache / "anatomix.pth").stat().st_mtime_ns
-    assert fetch_weights("anatomix").source == "cache" and len(calls) == 1
-    assert fetch_weights("anatomix", force=True).source.startswith("download") and len(calls) == 2
-    assert (cache / "anatomix.pth").stat().st_mtime_ns >= cached_before
-
-
-@pytest.mark.parametrize("name", ["anatomix", "anatomix-dev"])
-def test_corrupt_hub_download_is_rejected(monkeypatch: pytest.MonkeyPatch, cache: Path, good: Path, name: str):
-    def corrupt_hub(repo_id: str, filename: str, local_dir) -> str:
-        (Path(local_dir) / filename).write_bytes(good.read_bytes()[:1000])
-        return str(Path(local_dir) / filename)
-
-    monkeypatch.setattr(store, "hf_hub_download", corrupt_hub)
-    with pytest.raises(WeightsError, match=PUBLISHED[name].filename):
-        resolve_weights(name)
-    assert list(cache.iterdir()) == []
-
-
-def test_hub_download_without_checksum_is_unverified(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
-    def hub(repo_id: str, filename: str, local_dir) -> str:
-        write_state_dict(Path(local_dir) / filename)
-        return str(Path(local_dir) / filename)
-
-    monkeypatch.setattr(store, "hf_hub_download", hub)
-    resolved = resolve_weights("anatomix-dev")
-    assert (resolved.path, resolved.verified) == (cache / "anatomix-dev.pth", False)
-    assert "no published checksum" in resolved.detail
-
-
-def test_offline_with_nothing_anywhere(monkeypatch: pytest.MonkeyPatch, cache: Path) -> None:
-    publish(monkeypatch, urls=(closed_port_url(),))
-    with pytest.raises(WeightsError) as error:
-        resolve_weights("anatomix")
-    message = str(error.value)
-    assert "Could not download anatomix.pth" in message
-    assert str(cache / "anatomix.pth") in message
-    assert "DROPGEN_WEIGHTS_ANATOMIX=" in message and "weights install anatomix" in message
-    assert "Hugging Face neeldey/anatomix" in message and "127.0.0.1" in message
-    assert list(cache.iterdir()) == []
-
-
-# --- install ------------------------------------------------------------------------------------
-
-
-def test_install(cache: Path, good: Path, other: Path, truncated: Path, tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="Refusing to install") as error:
-        install_weights("anatomix", other)
-    assert str(other) in str(error.value) and "--force" in str(error.value)
-    assert list(cache.iterdir()) == []
-
-    with pytest.warns(UserWarning, match="(?i)unverified"):
-        forced = install_weights("anatomix", other, force=True)
-    assert (forced.path, forced.verified) == (cache / "anatomix.pth", False)
-    assert forced.path.read_bytes() == other.read_bytes()
-
-    text = tmp_path / "notes.txt"
-    text.write_text("not weights")
-    with pytest.raises(WeightsError, match="notes.txt|anatomix.pth"):
-        install_weights("anatomix", text, force=True)  # must at least load
-    assert forced.path.read_bytes() == other.read_bytes()
-
-    installed = install_weights("anatomix", good)  # a verified file replaces an unverified one
-    assert (installed.path, installed.source, installed.verified) == (cache / "anatomix.pth", "cache", True)
-    assert installed.path.read_bytes() == good.read_bytes()
-
-    for bad, force in [(other, False), (other, True), (truncated, False), (truncated, True)]:
-        with pytest.raises(WeightsError):
-            install_weights("anatomix", bad, force=force)
-        assert installed.path.read_bytes() == good.read_bytes()
-    assert sorted(p.name for p in cache.iterdir()) == ["anatomix.pth"]
+def test_read_record(tmp_path: Path) -> None:
+    weights = tmp_path / "model.pth"
+    assert read_record(weights) is None
+    record_path(weights).write_text(json.dumps({"name": "a config of some other tool"}))
+    assert read_record(weights) is None
+    record_path(weights).write_text('{"architecture": "testmix", "format": "nnunetv2-dropgen-pretr')
+    with pytest.raises(WeightsUnreadable, match="model.json") as error:
+        read_record(weights)
+    assert "move it away" in str(error.value)
+    record_path(weights).write_text(json.dumps({"format": "nnunetv2-dropgen-pretrained-extractor/99"}))
+    with pytest.raises(WeightsUnreadable, match="upgrade nnunetv2_dropgen"):
+        read_record(weights)
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -396,60 +223,537 @@ def test_load_state_dict_file(tmp_path: Path, good: Path, truncated: Path) -> No
     text.write_text("not weights")
     not_a_dict = tmp_path / "list.pth"
     torch.save([torch.zeros(1)], not_a_dict)
-    for broken in (truncated, text, not_a_dict, tmp_path / "absent.pth"):
-        with pytest.raises(WeightsError) as error:
-            load_state_dict_file(broken, "anatomix")
+    for broken, kind in [(truncated, "truncated"), (text, "truncated"), (not_a_dict, "not a state_dict")]:
+        with pytest.raises(WeightsUnreadable, match=kind) as error:
+            load_state_dict_file(broken, "testmix")
         assert str(broken) in str(error.value)
-        assert "weights fetch anatomix --force" in str(error.value)
+        assert "weights fetch testmix --force" in str(error.value)
+    with pytest.raises(WeightsMissing, match="does not exist"):
+        load_state_dict_file(tmp_path / "absent.pth", "testmix")
 
 
+def test_load_strips_the_torch_compile_prefix(tmp_path: Path) -> None:
+    module = nn.Sequential(nn.Conv3d(1, 2, 3), nn.BatchNorm3d(2))
+    compiled = torch.compile(module)  # compiling is lazy: nothing runs until it is called
+    assert all(key.startswith("_orig_mod.") for key in compiled.state_dict())
+    saved = tmp_path / "compiled.pth"
+    torch.save({"model": compiled.state_dict()}, saved)
+
+    loaded = load_state_dict_file(saved)
+    assert set(loaded) == set(module.state_dict())
+    fresh = nn.Sequential(nn.Conv3d(1, 2, 3), nn.BatchNorm3d(2))
+    fresh.load_state_dict(loaded, strict=True)
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in module.state_dict().items())
+
+    ambiguous = tmp_path / "ambiguous.pth"
+    torch.save({**module.state_dict(), **compiled.state_dict()}, ambiguous)
+    with pytest.raises(WeightsUnreadable, match="_orig_mod"):
+        load_state_dict_file(ambiguous)
+
+
+@requires_fixtures
 def test_load_shared_fixture_with_published_layout() -> None:
-    fixture = SHARED / "fixtures" / "anatomix" / "anatomix_random_weights.pth"
-    if not fixture.is_file():
-        pytest.skip(f"shared fixture {fixture} is absent (it lives outside the repository)")
-    state = load_state_dict_file(fixture)
-    assert len(state) == 115
+    fixture = FIXTURES / "anatomix_random_weights.pth"
+    assert len(load_state_dict_file(fixture)) == 115
     assert git_blob_sha1(fixture) == blob_id(fixture.read_bytes())
-    assert git_blob_sha1(fixture) != REAL_PUBLISHED["anatomix"].git_blob_sha1
 
 
-# --- report and CLI -----------------------------------------------------------------------------
+# --- resolution order ---------------------------------------------------------------------------
 
 
-def test_weights_report(monkeypatch: pytest.MonkeyPatch, cache: Path, good: Path, other: Path) -> None:
-    rows = weights_report("anatomix")
-    assert [row[0] for row in rows] == ["argument", "DROPGEN_WEIGHTS_ANATOMIX", "cache", "download"]
+def test_resolution_order(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: Path, good: Path, source: PublishedWeights
+) -> None:
+    paths = {place: (cache if place == "cache" else tmp_path / place) / "testmix.pth" for place in ("arg", "env")}
+    paths["cache"] = cache / "testmix.pth"
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(good.read_bytes())
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(paths["env"]))
+    monkeypatch.setattr(store, "download_weights", no_download)
+
+    resolved = resolve_weights("testmix", source, explicit=paths["arg"])
+    assert (resolved.path, resolved.origin, resolved.verified) == (paths["arg"], "argument", True)
+    assert resolved.detail == "git blob id matches the published testmix.pth"
+    assert (resolved.sha256, resolved.revision, resolved.record) == (sha256(good), None, None)
+    assert str(paths["arg"]) in resolved.describe() and sha256(good) in resolved.describe()
+
+    resolved = resolve_weights("testmix", source)
+    assert (resolved.path, resolved.origin) == (paths["env"], "environment (DROPGEN_WEIGHTS_TESTMIX)")
+
+    monkeypatch.delenv("DROPGEN_WEIGHTS_TESTMIX")
+    resolved = resolve_weights("testmix", source)  # a good cache: no download
+    assert (resolved.path, resolved.origin, resolved.verified) == (paths["cache"], "cache", True)
+    assert resolved.revision is None  # placed by hand: which commit it is, nobody recorded
+
+    paths["cache"].unlink()
+    calls = []
+    downloaded = dataclasses.replace(resolved, origin="download (test)")
+    monkeypatch.setattr(store, "download_weights", lambda src, rev: calls.append((src, rev)) or downloaded)
+    assert resolve_weights("testmix", source) is downloaded
+    assert calls == [(source, None)]
+    with pytest.raises(WeightsMissing, match="downloading is turned off") as error:
+        resolve_weights("testmix", source, download=False)
+    assert "weights install testmix /path/to/testmix.pth" in str(error.value)
+
+
+def test_extractor_without_a_source(monkeypatch: pytest.MonkeyPatch, other: Path) -> None:
+    with pytest.raises(WeightsMissing, match="DROPGEN_WEIGHTS_TESTMIX=") as error:
+        resolve_weights("testmix", None)
+    assert "no published or packaged weights" in str(error.value)
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(other))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to compare with is not a mismatch: no warning
+        resolved = resolve_weights("testmix", None)
+    assert (resolved.path, resolved.verified) == (other, False)
+    assert "no published weights to compare" in resolved.detail
+
+
+def test_user_file_with_wrong_checksum_is_accepted_but_unverified(
+    monkeypatch: pytest.MonkeyPatch, source: PublishedWeights, other: Path
+) -> None:
+    with pytest.warns(UserWarning, match=f"(?i)unverified.*{other.name}|{other.name}.*unverified"):
+        resolved = resolve_weights("testmix", source, explicit=other)
+    assert (resolved.path, resolved.origin, resolved.verified) == (other, "argument", False)
+    assert resolved.detail.startswith("UNVERIFIED")
+    assert git_blob_sha1(other) in resolved.detail and source.git_blob_sha1 in resolved.detail
+
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(other))
+    with pytest.warns(UserWarning, match="(?i)unverified"):
+        assert resolve_weights("testmix", source).verified is False
+
+
+def test_user_file_must_exist_and_load(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: PublishedWeights, truncated: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "testmix.pth"
+    with pytest.raises(WeightsMissing, match="does not exist") as error:
+        resolve_weights("testmix", source, explicit=missing)
+    assert str(missing) in str(error.value)
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(missing))
+    with pytest.raises(WeightsMissing, match="DROPGEN_WEIGHTS_TESTMIX"):
+        resolve_weights("testmix", source)
+    with pytest.raises(WeightsUnreadable, match="truncated") as error:
+        resolve_weights("testmix", source, explicit=truncated)
+    assert str(truncated) in str(error.value)
+
+
+def test_own_pretrained_extractor_is_trusted_by_its_record(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: PublishedWeights
+) -> None:
+    mine = tmp_path / "pretrained" / "mine.pth"
+    digest = save_pretrained(nn.Linear(4, 4).state_dict(), mine, {"architecture": "testmix", "epochs": 2})
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(mine))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UNVERIFIED warning for the user's own extractor
+        resolved = resolve_weights("testmix", source)
+    assert (resolved.path, resolved.verified, resolved.sha256) == (mine, True, digest)
+    assert resolved.record == read_record(mine) and resolved.record["epochs"] == 2
+    assert resolved.detail == (
+        f"your own extractor, pretrained with nnunetv2_dropgen pretrain (record {record_path(mine)}), "
+        f"sha256 {digest[:12]}"
+    )
+
+    with pytest.raises(WeightsArchitectureMismatch, match="pretrained as a 'testmix' extractor"):
+        resolve_weights("other-model", None, explicit=mine)
+
+    torch.save(nn.Linear(4, 4).state_dict(), mine)  # the file changes after pretraining
+    with pytest.raises(WeightsChecksumMismatch, match="changed after pretraining") as error:
+        resolve_weights("testmix", source)
+    assert str(record_path(mine)) in str(error.value)
+
+
+def test_embedded_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, other: Path) -> None:
+    package = f"embedded_weights_{tmp_path.name.replace('-', '_')}"
+    folder = tmp_path / "site" / package
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text("")
+    shipped = folder / "mini.pth"
+    write_state_dict(shipped, seed=5)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, package, raising=False)
+    source = EmbeddedWeights(name="mini", package=package, filename="mini.pth", sha256=sha256(shipped))
+
+    resolved = resolve_weights("mini", source, download=False)
+    assert (resolved.path, resolved.origin, resolved.verified, resolved.revision) == (shipped, "package", True, None)
+    assert resolved.detail == f"sha256 matches the mini.pth shipped in {package}"
+
+    assert resolve_weights("mini", source, explicit=shipped).verified  # the very same bytes, named by the user
+    with pytest.warns(UserWarning, match="UNVERIFIED"):
+        assert not resolve_weights("mini", source, explicit=other).verified
+
+    shipped.write_bytes(shipped.read_bytes()[:-10])
+    with pytest.raises(WeightsChecksumMismatch, match="damaged") as error:
+        resolve_weights("mini", source)
+    assert "Reinstall nnunetv2_dropgen" in str(error.value)
+    shipped.unlink()
+    with pytest.raises(WeightsMissing, match="installation is incomplete"):
+        resolve_weights("mini", source)
+
+
+# --- the cache ----------------------------------------------------------------------------------
+
+
+def test_corrupt_cache_is_refused_and_kept(
+    monkeypatch: pytest.MonkeyPatch, cache: Path, source: PublishedWeights, truncated: Path
+) -> None:
+    cached = cache / "testmix.pth"
+    cache.mkdir()
+    cached.write_bytes(truncated.read_bytes())
+    monkeypatch.setattr(store, "download_weights", no_download)
+    with pytest.raises(WeightsChecksumMismatch, match="weights fetch testmix") as error:
+        resolve_weights("testmix", source)
+    assert str(cached) in str(error.value) and "Delete it" in str(error.value)
+    assert cached.read_bytes() == truncated.read_bytes()
+    with pytest.raises(WeightsChecksumMismatch):
+        fetch_weights(source)  # without --force the broken copy is reported, not replaced
+    assert cached.read_bytes() == truncated.read_bytes()
+
+
+def test_cache_without_published_checksum_is_loaded_and_unverified(
+    cache: Path, unchecked: PublishedWeights, truncated: Path
+) -> None:
+    cached = cache / "testmix-dev.pth"
+    write_state_dict(cached)
+    resolved = resolve_weights("testmix-dev", unchecked)
+    assert (resolved.origin, resolved.verified) == ("cache", False)
+    assert "unverified: no published checksum" in resolved.detail
+    cached.write_bytes(truncated.read_bytes())
+    with pytest.raises(WeightsUnreadable, match="testmix-dev --force") as error:
+        resolve_weights("testmix-dev", unchecked)
+    assert str(cached) in str(error.value)
+
+
+def test_cache_hands_out_only_the_revision_asked_for(
+    monkeypatch: pytest.MonkeyPatch, online, cache: Path, unchecked: PublishedWeights
+) -> None:
+    commits = {"main": COMMIT_MAIN, "v1": COMMIT_V1}
+    downloads = []
+
+    def hub(source: PublishedWeights, revision: str, workdir: Path) -> tuple[Path, str]:
+        downloads.append(revision)
+        path = workdir / source.filename
+        write_state_dict(path, seed=len(revision))
+        return path, commits[revision]
+
+    monkeypatch.setattr(remote, "fetch_from_hub", hub)
+    main_file = resolve_weights("testmix-dev", unchecked)
+    assert (main_file.path, main_file.revision) == (cache / "testmix-dev.pth", COMMIT_MAIN)
+    v1_file = resolve_weights("testmix-dev", unchecked, revision="v1")
+    assert (v1_file.path, v1_file.revision) == (cache / "revisions" / "v1" / "testmix-dev.pth", COMMIT_V1)
+    assert v1_file.sha256 != main_file.sha256 and downloads == ["main", "v1"]
+
+    monkeypatch.setattr(remote, "fetch_from_hub", no_download)
+    monkeypatch.setenv("DROPGEN_REVISION_TESTMIX_DEV", "v1")
+    again = resolve_weights("testmix-dev", unchecked)
+    assert (again.path, again.revision, again.sha256) == (v1_file.path, COMMIT_V1, v1_file.sha256)
+    monkeypatch.delenv("DROPGEN_REVISION_TESTMIX_DEV")
+    assert resolve_weights("testmix-dev", unchecked).sha256 == main_file.sha256
+
+    moved_default = dataclasses.replace(unchecked, revision="v2")  # same place, but the file there is "main"
+    with pytest.raises(WeightsMissing, match="revision v2"):
+        resolve_weights("testmix-dev", moved_default, download=False)
+    hand_placed = cache / "revisions" / "v3" / "testmix-dev.pth"
+    write_state_dict(hand_placed)  # nothing records which revision it is: not handed out as v3
+    with pytest.raises(WeightsMissing, match="revision v3"):
+        resolve_weights("testmix-dev", unchecked, revision="v3", download=False)
+
+
+# --- downloads ----------------------------------------------------------------------------------
+
+
+def test_download_from_fallback_url(online, tmp_path: Path, cache: Path, good: Path, source: PublishedWeights):
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "testmix.pth").write_bytes(good.read_bytes())
+    with serve(lambda *a: FileHandler(*a, directory=str(www))) as base:
+        urls = (f"{base}/missing.pth", f"{base}/testmix.pth")  # a 404 first, then the file
+        resolved = resolve_weights("testmix", dataclasses.replace(source, urls=urls))
+    assert (resolved.path, resolved.verified, resolved.revision) == (cache / "testmix.pth", True, "main")
+    assert resolved.origin == f"download ({base}/testmix.pth)"
+    assert resolved.path.read_bytes() == good.read_bytes()
+    assert files_in(cache) == ["testmix.pth", "testmix.pth.source.json"]
+
+
+@pytest.mark.parametrize("served", ["truncated", "other"])
+def test_download_that_fails_verification_leaves_nothing(
+    request: pytest.FixtureRequest, online, tmp_path: Path, cache: Path, source: PublishedWeights, served: str
+) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "testmix.pth").write_bytes(request.getfixturevalue(served).read_bytes())
+    with serve(lambda *a: FileHandler(*a, directory=str(www))) as base:
+        with pytest.raises(WeightsChecksumMismatch, match="not the published testmix.pth") as error:
+            download_weights(source, urls=[f"{base}/testmix.pth"], use_hub=False)
+    assert "deleted" in str(error.value)
+    assert files_in(cache) == []
+
+
+def test_download_cut_short_leaves_nothing(online, tmp_path: Path, cache: Path, good: Path, source) -> None:
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "testmix.pth").write_bytes(good.read_bytes())
+    with serve(lambda *a: FileHandler(*a, directory=str(www))) as base:
+        with pytest.raises(WeightsDownloadFailed, match="Could not download testmix.pth") as error:
+            download_weights(source, urls=[f"{base}/short/testmix.pth"], use_hub=False)
+    assert "bytes" in str(error.value)
+    assert files_in(cache) == []
+
+
+def test_download_through_a_hub(
+    monkeypatch: pytest.MonkeyPatch, online, cache: Path, good: Path, other: Path, source: PublishedWeights
+) -> None:
+    """Real huggingface_hub calls against a local fake Hub: the commit is recorded, revisions are pinned."""
+    monkeypatch.setattr(
+        FakeHubHandler,
+        "files",
+        {
+            ("main", "testmix.pth"): (COMMIT_MAIN, good.read_bytes()),
+            (COMMIT_MAIN, "testmix.pth"): (COMMIT_MAIN, good.read_bytes()),
+            ("v1", "testmix.pth"): (COMMIT_V1, other.read_bytes()),
+            (COMMIT_V1, "testmix.pth"): (COMMIT_V1, other.read_bytes()),
+        },
+    )
+    with serve(FakeHubHandler) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub)
+        source = dataclasses.replace(source, urls=(refusing_url(),))  # never reached
+        resolved = resolve_weights("testmix", source)
+        assert (resolved.origin, resolved.verified) == ("download (Hugging Face test/testmix)", True)
+        assert (resolved.revision, resolved.sha256) == (COMMIT_MAIN, sha256(good))
+        assert files_in(cache) == ["testmix.pth", "testmix.pth.source.json"]
+
+        assert fetch_weights(source).origin == "cache"
+        assert fetch_weights(source, force=True).origin.startswith("download")
+
+        pinned = fetch_weights(source, revision="v1")  # the published checksum describes the default revision only
+        assert (pinned.revision, pinned.sha256, pinned.verified) == (COMMIT_V1, sha256(other), False)
+        assert pinned.path == cache / "revisions" / "v1" / "testmix.pth"
+        assert "no published checksum for testmix.pth at revision v1" in pinned.detail
+
+        with pytest.raises(WeightsDownloadFailed, match="EntryNotFound|404|not found|Not Found"):
+            fetch_weights(source, revision="v9")
+    assert resolve_weights("testmix", source, download=False).revision == COMMIT_MAIN
+
+
+@pytest.mark.parametrize("name", ["testmix", "testmix-dev"])
+def test_corrupt_hub_download_is_rejected(
+    monkeypatch: pytest.MonkeyPatch, online, cache: Path, good: Path, source, unchecked, name: str
+) -> None:
+    def corrupt_hub(source: PublishedWeights, revision: str, workdir: Path) -> tuple[Path, str]:
+        (workdir / source.filename).write_bytes(good.read_bytes()[:1000])
+        return workdir / source.filename, COMMIT_MAIN
+
+    monkeypatch.setattr(remote, "fetch_from_hub", corrupt_hub)
+    chosen = source if name == "testmix" else unchecked
+    with pytest.raises((WeightsChecksumMismatch, WeightsUnreadable), match=chosen.filename) as error:
+        resolve_weights(name, chosen)
+    assert "deleted" in str(error.value)
+    assert files_in(cache) == []
+
+
+def test_offline_mode_attempts_nothing(monkeypatch: pytest.MonkeyPatch, cache: Path, source) -> None:
+    monkeypatch.setattr(remote, "fetch_from_hub", no_download)
+    monkeypatch.setattr(remote, "fetch_from_url", no_download)
+    with pytest.raises(WeightsDownloadFailed, match="HF_HUB_OFFLINE") as error:
+        resolve_weights("testmix", dataclasses.replace(source, urls=("http://example.invalid/testmix.pth",)))
+    message = str(error.value)
+    assert str(cache / "testmix.pth") in message and "weights install testmix /path/to/testmix.pth" in message
+    assert "DROPGEN_WEIGHTS_TESTMIX=/path/to/testmix.pth" in message
+
+
+@pytest.mark.parametrize("kind", ["refusing", "silent"])
+def test_unreachable_sources_fail_within_seconds(
+    monkeypatch: pytest.MonkeyPatch, online, cache: Path, source: PublishedWeights, kind: str
+) -> None:
+    assert remote.TIMEOUT_S <= 5  # one short attempt per source, whatever the test below shortens
+    if kind == "silent":
+        monkeypatch.setattr(remote, "TIMEOUT_S", 1.0)
+    with silent_server() as silent:
+        base = refusing_url() if kind == "refusing" else silent
+        monkeypatch.setenv("HF_ENDPOINT", base)
+        started = time.monotonic()
+        with pytest.raises(WeightsDownloadFailed) as error:
+            resolve_weights("testmix", dataclasses.replace(source, urls=(f"{base}/testmix.pth",)))
+        elapsed = time.monotonic() - started
+    assert elapsed < 15, f"giving up took {elapsed:.1f} s"
+    message = str(error.value)
+    assert message.startswith("Could not download testmix.pth (Hugging Face test/testmix: ")
+    assert f"{base}/testmix.pth: " in message and str(cache / "testmix.pth") in message
+    assert "weights install testmix /path/to/testmix.pth" in message and "DROPGEN_WEIGHTS_TESTMIX=" in message
+    assert files_in(cache) == []
+
+
+# --- install ------------------------------------------------------------------------------------
+
+
+def test_install(cache: Path, source: PublishedWeights, good: Path, other: Path, truncated: Path, tmp_path: Path):
+    with pytest.raises(WeightsChecksumMismatch, match="Refusing to install") as error:
+        install_weights(source, other)
+    assert str(other) in str(error.value) and "--force" in str(error.value)
+    assert files_in(cache) == []
+
+    with pytest.warns(UserWarning, match="(?i)unverified"):
+        forced = install_weights(source, other, force=True)
+    assert (forced.path, forced.verified) == (cache / "testmix.pth", False)
+    assert forced.path.read_bytes() == other.read_bytes()
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights")
+    with pytest.raises(WeightsUnreadable, match="notes.txt"):
+        install_weights(source, text, force=True)  # must at least load
+    assert forced.path.read_bytes() == other.read_bytes()
+
+    installed = install_weights(source, good)  # a verified file replaces an unverified one
+    assert (installed.path, installed.verified, installed.revision) == (cache / "testmix.pth", True, "main")
+    assert installed.origin == f"cache (installed from {good})"
+    assert installed.path.read_bytes() == good.read_bytes()
+    assert resolve_weights("testmix", source, download=False).verified
+
+    for bad, force in [(other, False), (other, True), (truncated, False), (truncated, True)]:
+        with pytest.raises((WeightsChecksumMismatch, WeightsUnreadable)):
+            install_weights(source, bad, force=force)
+        assert installed.path.read_bytes() == good.read_bytes()
+    assert files_in(cache) == ["testmix.pth", "testmix.pth.source.json"]
+    with pytest.raises(WeightsMissing, match="does not exist"):
+        install_weights(source, tmp_path / "absent.pth")
+
+
+def test_install_a_pinned_revision(cache: Path, unchecked: PublishedWeights, other: Path) -> None:
+    installed = install_weights(unchecked, other, revision="v1")
+    assert installed.path == cache / "revisions" / "v1" / "testmix-dev.pth"
+    with pytest.raises(WeightsMissing):
+        resolve_weights("testmix-dev", unchecked, download=False)  # the default revision is still absent
+    found = resolve_weights("testmix-dev", unchecked, download=False, revision="v1")
+    assert (found.path, found.revision, found.sha256) == (installed.path, "v1", sha256(other))
+
+
+# --- report, CLI and doctor ---------------------------------------------------------------------
+
+
+def test_weights_report(monkeypatch: pytest.MonkeyPatch, cache: Path, source, good: Path, other: Path) -> None:
+    rows = weights_report("testmix", source)
+    assert [row[0] for row in rows] == ["argument", "DROPGEN_WEIGHTS_TESTMIX", "cache", "download"]
     assert rows[1][2] == "not set"
-    assert rows[2][1:] == (cache / "anatomix.pth", "missing")
+    assert rows[2][1:] == (cache / "testmix.pth", "missing")
+    assert "HF_HUB_OFFLINE" in rows[3][2]
 
-    install_weights("anatomix", good)
-    monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(other))
-    rows = weights_report("anatomix")
+    install_weights(source, good)
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(other))
+    rows = weights_report("testmix", source)
     assert rows[1][1] == other and "UNVERIFIED" in rows[1][2]
     assert rows[2][2].startswith("present") and "matches the published" in rows[2][2]
+    (cache / "testmix.pth").write_bytes(other.read_bytes())
+    assert "REFUSED" in weights_report("testmix", source)[2][2]
 
 
-def test_cli_show(capsys: pytest.CaptureFixture, cache: Path) -> None:
-    assert main(["weights", "show"]) == 0
-    out = capsys.readouterr().out
-    assert str(cache) in out and str(cache / "anatomix.pth") in out
-    assert "anatomix-dev" in out and "DROPGEN_WEIGHTS_ANATOMIX_DEV: not set" in out
+def test_weights_outlook(monkeypatch: pytest.MonkeyPatch, online, cache: Path, source, good: Path, other: Path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert weights_outlook("testmix", source).state == "unavailable"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert weights_outlook("testmix", source).state == "unavailable"  # the Hub endpoint refuses
+    monkeypatch.setattr(remote, "hub_commit", lambda source, revision: COMMIT_MAIN)
+    outlook = weights_outlook("testmix", source)
+    assert outlook.state == "download" and "training would download" in outlook.sentence
+
+    install_weights(source, good)
+    assert weights_outlook("testmix", source).state == "ready"
+    (cache / "testmix.pth").write_bytes(other.read_bytes())
+    outlook = weights_outlook("testmix", source)
+    assert outlook.state == "refused" and "would download" not in outlook.sentence
+
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(other))
+    assert weights_outlook("testmix", source).state == "unverified"
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(cache / "absent.pth"))
+    assert weights_outlook("testmix", source).state == "refused"
+
+
+def _spec(name: str, weights) -> ExtractorSpec:
+    return ExtractorSpec(
+        name=name, build=lambda: nn.Linear(32, 32), feature_channels=1, spatial_multiple=1, weights=weights
+    )
+
+
+def test_cli_show(capsys: pytest.CaptureFixture, cache: Path, source: PublishedWeights) -> None:
+    with registered_extractor(_spec("testmix", source)):
+        assert main(["weights", "show"]) == 0
+        out = capsys.readouterr().out
+        assert str(cache) in out and str(cache / "testmix.pth") in out
+        assert "DROPGEN_WEIGHTS_TESTMIX: not set" in out and "DROPGEN_REVISION_TESTMIX" in out
+        assert "anatomix-dev" in out  # every registered extractor with weights is listed
+
+        assert main(["weights", "show", "testmix", "--revision", "v1"]) == 0
+        out = capsys.readouterr().out
+        assert "revision v1" in out and str(cache / "revisions" / "v1" / "testmix.pth") in out
 
     assert main(["weights", "show", "nonsense"]) == 1
-    assert "no published weights called 'nonsense'" in capsys.readouterr().err
+    assert "No registered extractor called 'nonsense'" in capsys.readouterr().err
 
 
-def test_cli_install_and_fetch(capsys: pytest.CaptureFixture, cache: Path, good: Path, other: Path) -> None:
-    assert main(["weights", "install", "anatomix", str(other)]) == 1
-    captured = capsys.readouterr()
-    assert captured.err.startswith("error: Refusing to install") and str(other) in captured.err
-    assert "Traceback" not in captured.err
-    assert list(cache.iterdir()) == []
+def test_cli_install_and_fetch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, cache: Path, source, unchecked, good, other
+) -> None:
+    with registered_extractor(_spec("testmix", source)), registered_extractor(_spec("testmix-dev", unchecked)):
+        assert main(["weights", "install", "testmix", str(other)]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith("error: Refusing to install") and str(other) in captured.err
+        assert "Traceback" not in captured.err
+        assert files_in(cache) == []
 
-    assert main(["weights", "install", "anatomix", str(good)]) == 0
-    out = capsys.readouterr().out
-    assert str(cache / "anatomix.pth") in out and "verified" in out
+        assert main(["weights", "install", "testmix", str(good)]) == 0
+        out = capsys.readouterr().out
+        assert str(cache / "testmix.pth") in out and "verified" in out and sha256(good) in out
 
-    (cache / "anatomix.pth").unlink()
-    assert main(["weights", "fetch", "anatomix"]) == 1  # offline
-    assert str(cache / "anatomix.pth") in capsys.readouterr().err
+        (cache / "testmix.pth").unlink()
+        assert main(["weights", "fetch", "testmix"]) == 1  # offline
+        assert str(cache / "testmix.pth") in capsys.readouterr().err
+
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        asked = []
+
+        def hub(source: PublishedWeights, revision: str, workdir: Path) -> tuple[Path, str]:
+            asked.append(revision)
+            write_state_dict(workdir / source.filename, seed=7)
+            return workdir / source.filename, COMMIT_V1
+
+        monkeypatch.setattr(remote, "fetch_from_hub", hub)
+        assert main(["weights", "fetch", "testmix-dev", "--revision", "v1"]) == 0
+        out = capsys.readouterr().out
+        assert asked == ["v1"] and f"revision: {COMMIT_V1}" in out
+        assert str(cache / "revisions" / "v1" / "testmix-dev.pth") in out
+
+
+def test_doctor_tells_the_truth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cache: Path, source, good: Path, truncated: Path
+) -> None:
+    """A corrupt cached file is reported as refused (training stops on it), never as 'would download'."""
+    package = f"doctor_weights_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / "site" / package).mkdir(parents=True)
+    (tmp_path / "site" / package / "__init__.py").write_text("")
+    write_state_dict(tmp_path / "site" / package / "mini.pth")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    shipped = tmp_path / "site" / package / "mini.pth"
+    embedded = EmbeddedWeights(name="test-embedded", package=package, filename="mini.pth", sha256=sha256(shipped))
+
+    def line(name: str) -> tuple[bool, str]:
+        (found,) = [(ok, sentence) for ok, sentence in _weights_check() if sentence.startswith(f"{name} weights")]
+        return found
+
+    with registered_extractor(_spec("testmix", source)), registered_extractor(_spec("test-embedded", embedded)):
+        assert line("test-embedded")[0] is True
+        ok, sentence = line("testmix")  # missing and offline: information, since an embedded extractor works
+        assert ok is True and "HF_HUB_OFFLINE" in sentence and "Information only" in sentence
+
+        cache.mkdir()
+        (cache / "testmix.pth").write_bytes(truncated.read_bytes())
+        ok, sentence = line("testmix")
+        assert ok is False and "REFUSED" in sentence and "Delete it" in sentence
+        assert "would download" not in sentence
+
+        install_weights(source, good)
+        ok, sentence = line("testmix")
+        assert ok is True and "git blob id matches the published testmix.pth" in sentence
+
+        shipped.write_bytes(b"damaged")
+        ok, sentence = line("test-embedded")
+        assert ok is False and "damaged" in sentence

@@ -63,19 +63,33 @@ def check_setup() -> list[tuple[bool, str]]:
             )
         )
 
-    checks.append(_weights_check())
+    checks.extend(_weights_check())
     checks.append(_gpu_check())
     return checks
 
 
-def _weights_check() -> tuple[bool, str]:
-    from nnunetv2_dropgen.weights import WeightsError, resolve_weights
+def _weights_check() -> list[tuple[bool, str]]:
+    """What training would do about each registered extractor's weights, asked of the functions training uses.
 
-    try:
-        resolved = resolve_weights("anatomix", download=False)
-    except WeightsError as err:
-        return False, f"anatomix weights are not available offline yet; training would download them. {err}"
-    return resolved.verified, f"anatomix weights: {resolved.path} ({resolved.source}; {resolved.detail})."
+    A corrupt or refused file is a problem; a published file that is not here yet is only information
+    when training would download it, or when a working embedded extractor makes it optional.
+    """
+    from nnunetv2_dropgen.feature_extractors import available_extractors, get_extractor_spec
+    from nnunetv2_dropgen.weights import EmbeddedWeights, weights_outlook
+
+    specs = [spec for spec in map(get_extractor_spec, available_extractors()) if spec.weights is not None]
+    if not specs:
+        return [(True, "No registered extractor has pretrained weights to check.")]
+    outlooks = [(weights_outlook(spec.name, spec.weights), isinstance(spec.weights, EmbeddedWeights)) for spec in specs]
+    embedded = [outlook.name for outlook, is_embedded in outlooks if is_embedded and outlook.state == "ready"]
+    checks: list[tuple[bool, str]] = []
+    for outlook, _ in outlooks:
+        if outlook.state == "unavailable" and embedded:
+            note = f" (Information only: {embedded[0]} works without it.)"
+            checks.append((True, outlook.sentence + note))
+        else:
+            checks.append((outlook.state in ("ready", "download"), outlook.sentence))
+    return checks
 
 
 def _gpu_check() -> tuple[bool, str]:

@@ -1,4 +1,7 @@
-"""`nnunetv2_dropgen weights show|fetch|install`: see, download or hand over extractor weights."""
+"""`nnunetv2_dropgen weights show|fetch|install`: see, download or hand over extractor weights.
+
+Names are the registered extractors that have a weights source (`ExtractorSpec.weights`).
+"""
 
 from __future__ import annotations
 
@@ -7,44 +10,90 @@ import sys
 from collections.abc import Callable
 
 from nnunetv2_dropgen.weights import (
-    PUBLISHED,
+    EmbeddedWeights,
+    PublishedWeights,
     ResolvedWeights,
     WeightsError,
+    WeightsSource,
     cache_dir,
+    env_var_for,
     fetch_weights,
     install_weights,
+    requested_revision,
+    revision_var_for,
     weights_report,
 )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `weights` command and its `show`, `fetch` and `install` sub-commands."""
-    names = sorted(PUBLISHED)
     weights = subparsers.add_parser(
         "weights",
         help="show, download or install the foundation-model weights",
         description="Weights are looked for in this order: a path passed in code, the environment variable "
-        "DROPGEN_WEIGHTS_<NAME>, the cache ($DROPGEN_CACHE_DIR, default ~/.cache/nnunetv2_dropgen), "
-        "then a download.",
+        "DROPGEN_WEIGHTS_<NAME>, then the extractor's source: the file shipped in the package, or the cache "
+        "($DROPGEN_CACHE_DIR, default ~/.cache/nnunetv2_dropgen) and then a download. "
+        "DROPGEN_REVISION_<NAME> (or --revision) pins the Hugging Face revision of published weights.",
     )
     commands = weights.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    revision_help = "Hugging Face revision (branch, tag or commit); default: DROPGEN_REVISION_<NAME> or the source's"
 
     show = commands.add_parser("show", help="where weights are looked for and what is found there")
-    show.add_argument("names", nargs="*", metavar="NAME", help=f"one of {', '.join(names)} (default: all)")
+    show.add_argument("names", nargs="*", metavar="NAME", help="extractor names (default: all that have weights)")
+    show.add_argument("--revision", help=revision_help)
     show.set_defaults(func=_show)
 
     fetch = commands.add_parser("fetch", help="download published weights into the cache and verify them")
-    fetch.add_argument("name", choices=names, metavar="NAME", help=f"one of {', '.join(names)}")
+    fetch.add_argument("name", metavar="NAME", help="an extractor name, e.g. anatomix")
     fetch.add_argument("--force", action="store_true", help="download again even if the cache holds a copy")
-    fetch.set_defaults(func=_guarded(lambda args: fetch_weights(args.name, force=args.force)))
+    fetch.add_argument("--revision", help=revision_help)
+    fetch.set_defaults(func=_guarded(_fetch))
 
     install = commands.add_parser("install", help="copy a local weight file into the cache (for offline use)")
-    install.add_argument("name", choices=names, metavar="NAME", help=f"one of {', '.join(names)}")
+    install.add_argument("name", metavar="NAME", help="an extractor name, e.g. anatomix")
     install.add_argument("path", metavar="PATH", help="the weight file to install")
     install.add_argument(
         "--force", action="store_true", help="install it even if it is not the published file (as UNVERIFIED)"
     )
-    install.set_defaults(func=_guarded(lambda args: install_weights(args.name, args.path, force=args.force)))
+    install.add_argument("--revision", help="the Hugging Face revision this file is (default: as for fetch)")
+    install.set_defaults(func=_guarded(_install))
+
+
+def _sources() -> dict[str, WeightsSource]:
+    """Every registered extractor that has a weights source, by name."""
+    from nnunetv2_dropgen.feature_extractors import available_extractors, get_extractor_spec
+
+    specs = [get_extractor_spec(name) for name in available_extractors()]
+    return {spec.name: spec.weights for spec in specs if spec.weights is not None}
+
+
+def _source(name: str) -> WeightsSource:
+    sources = _sources()
+    if name not in sources:
+        raise WeightsError(
+            f"No registered extractor called {name!r} has weights to manage; the names are "
+            f"{', '.join(sorted(sources))}."
+        )
+    return sources[name]
+
+
+def _published(name: str, action: str) -> PublishedWeights:
+    source = _source(name)
+    if isinstance(source, EmbeddedWeights):
+        raise WeightsError(
+            f"The {name} weights ship inside the installed package, so there is nothing to {action}; "
+            f"`nnunetv2_dropgen weights show {name}` checks them. To use your own file instead, set "
+            f"{env_var_for(name)}=/path/to/file."
+        )
+    return source
+
+
+def _fetch(args: argparse.Namespace) -> ResolvedWeights:
+    return fetch_weights(_published(args.name, "fetch"), force=args.force, revision=args.revision)
+
+
+def _install(args: argparse.Namespace) -> ResolvedWeights:
+    return install_weights(_published(args.name, "install"), args.path, force=args.force, revision=args.revision)
 
 
 def _guarded(action: Callable[[argparse.Namespace], ResolvedWeights]) -> Callable[[argparse.Namespace], int]:
@@ -57,22 +106,34 @@ def _guarded(action: Callable[[argparse.Namespace], ResolvedWeights]) -> Callabl
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"{resolved.name}: {resolved.path}")
-        print(f"  source: {resolved.source}")
+        print(f"  origin: {resolved.origin}")
         print(f"  {'verified' if resolved.verified else 'NOT verified'}: {resolved.detail}")
+        if resolved.revision:
+            print(f"  revision: {resolved.revision}")
+        print(f"  sha256: {resolved.sha256}")
         return 0
 
     return run
 
 
+def _heading(name: str, source: WeightsSource, revision: str | None) -> str:
+    if isinstance(source, EmbeddedWeights):
+        return f"{name} ({source.filename}, shipped in {source.package}, sha256 {source.sha256})"
+    checksum = source.git_blob_sha1 or "none published"
+    wanted = requested_revision(source, revision)
+    return (
+        f"{name} ({source.filename} from Hugging Face {source.hf_repo}, revision {wanted} "
+        f"[{revision_var_for(name)} pins it], published git blob id: {checksum})"
+    )
+
+
 def _show(args: argparse.Namespace) -> int:
     print(f"Cache directory: {cache_dir()} (set DROPGEN_CACHE_DIR to change it)")
     try:
-        for name in args.names or sorted(PUBLISHED):
-            report = weights_report(name)
-            spec = PUBLISHED[name]
-            checksum = spec.git_blob_sha1 or "none published"
-            print(f"\n{name} ({spec.filename}, published git blob id: {checksum}), looked for in this order:")
-            for number, (place, path, finding) in enumerate(report, start=1):
+        sources = {name: _source(name) for name in args.names} if args.names else _sources()
+        for name, source in sources.items():
+            print(f"\n{_heading(name, source, args.revision)}, looked for in this order:")
+            for number, (place, path, finding) in enumerate(weights_report(name, source, args.revision), start=1):
                 where = f" {path}" if path is not None else ""
                 print(f"  {number}. {place}{where}: {finding}")
     except WeightsError as exc:
