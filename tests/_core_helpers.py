@@ -5,15 +5,16 @@ Imported as `from _core_helpers import ...` (tests/ has no __init__.py, so pytes
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 from dynamic_network_architectures.architectures.unet import PlainConvUNet
 from torch import nn
+
+ANATOMIX_FEATURES = 16
+"""anatomix's feature channels, as its published layout has them (checked against its spec in the tests)."""
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anatomix"
 
@@ -77,33 +78,24 @@ class RepeatExtractor(nn.Module):
         return torch.cat([x ** (k + 1) for k in range(self.out_channels)], dim=1)
 
 
-@contextlib.contextmanager
-def registered(spec) -> Iterator:
-    """Register an ExtractorSpec for the duration of a test and remove it afterwards."""
-    from nnunetv2_dropgen.feature_extractors import register_extractor, registry
+def repeat_spec(feature_channels: int, spatial_multiple: int = 16, min_size: int = 0, name: str = "test-repeat"):
+    """An ExtractorSpec whose build gives a fresh RepeatExtractor (not registered: DropGenNetwork takes the spec)."""
+    from nnunetv2_dropgen.feature_extractors import ExtractorSpec
 
-    assert spec.name not in registry._REGISTRY, f"test extractor name {spec.name!r} already taken"
-    register_extractor(spec)
-    try:
-        yield spec
-    finally:
-        registry._REGISTRY.pop(spec.name, None)
+    return ExtractorSpec(
+        name=name,
+        build=lambda: RepeatExtractor(feature_channels, spatial_multiple, min_size or spatial_multiple),
+        feature_channels=feature_channels,
+        spatial_multiple=spatial_multiple,
+        min_spatial_size=min_size,
+    )
 
 
 def mini_anatomix_spec(name: str = "test-mini-anatomix", output_nc: int = 4):
     """An anatomix-architecture extractor (BatchNorm, stride 16, reflect padding) small enough for CPU tests."""
-    from functools import partial
+    from nnunetv2_dropgen.feature_extractors import AnatomixConfig, anatomix_spec
 
-    from nnunetv2_dropgen.feature_extractors import AnatomixConfig, AnatomixUNet, ExtractorSpec
-
-    config = AnatomixConfig(output_nc=output_nc, num_downs=4, ngf=2)
-    return ExtractorSpec(
-        name=name,
-        build=partial(AnatomixUNet, config),
-        out_channels=output_nc,
-        spatial_multiple=config.spatial_multiple,
-        min_spatial_size=2 * config.spatial_multiple,
-    )
+    return anatomix_spec(name, AnatomixConfig(output_nc=output_nc, num_downs=4, ngf=2))
 
 
 def randomize_batchnorm_stats(module: nn.Module, seed: int = 0) -> None:
@@ -163,7 +155,7 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         for run in ("syncbn", "ddp"):
             torch.manual_seed(0)  # same network on every rank
-            net = build_dropgen_network("anatomix", tiny_backbone(1 + 16), 1, p=0.5)
+            net = build_dropgen_network("anatomix", tiny_backbone(1 + ANATOMIX_FEATURES), p=0.5)
             randomize_batchnorm_stats(net.extractor)
             before = _snapshot(net)
             if run == "syncbn":

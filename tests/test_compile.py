@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import torch
 import torch._dynamo
-from _core_helpers import tiny_backbone
+from _core_helpers import ANATOMIX_FEATURES, tiny_backbone
 
 from nnunetv2_dropgen.network import build_dropgen_network
 
 
 def test_network_compiles_without_graph_breaks_and_matches_eager() -> None:
     torch.manual_seed(0)
-    net = build_dropgen_network("anatomix", tiny_backbone(17, deep_supervision=True), 1)
+    net = build_dropgen_network("anatomix", tiny_backbone(1 + ANATOMIX_FEATURES, deep_supervision=True))
     x = torch.randn(2, 1, 32, 32, 32)
     torch._dynamo.reset()
     for mode in (True, False):

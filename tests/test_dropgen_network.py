@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import socket
 
@@ -9,18 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _core_helpers import (
-    RepeatExtractor,
+    ANATOMIX_FEATURES,
     ddp_worker,
     mini_anatomix_spec,
     randomize_batchnorm_stats,
-    registered,
+    repeat_spec,
     tiny_backbone,
 )
 from torch import nn
 
-from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, centered_padding, scale_to_unit_range
-
-ANATOMIX_F = 16
+from nnunetv2_dropgen.feature_extractors import InstanceNormalization, registered_extractor, scale_to_unit_range
+from nnunetv2_dropgen.network import DropGenNetwork, FeaturePipelineMismatch, build_dropgen_network, centered_padding
 
 
 def _repeat_net(
@@ -33,24 +33,20 @@ def _repeat_net(
     min_size: int = 32,
     deep_supervision: bool = False,
 ) -> DropGenNetwork:
-    extractor = RepeatExtractor(feature_channels, multiple, min_size)
     in_ch = DropGenNetwork.backbone_input_channels(num_image_channels, feature_channels, num_extra_channels)
     return DropGenNetwork(
-        extractor,
+        repeat_spec(feature_channels, multiple, min_size),
         tiny_backbone(max(in_ch, 1), deep_supervision=deep_supervision),
-        num_image_channels,
-        p,
-        num_extra_channels,
-        feature_channels=feature_channels,
-        spatial_multiple=multiple,
-        min_spatial_size=min_size,
+        num_image_channels=num_image_channels,
+        p=p,
+        num_extra_channels=num_extra_channels,
         use_image=use_image,
     )
 
 
 def _anatomix_net(num_image_channels: int = 1, p: float = 0.75, **kwargs) -> DropGenNetwork:
-    backbone = tiny_backbone(num_image_channels * (1 + ANATOMIX_F), **kwargs)
-    return build_dropgen_network("anatomix", backbone, num_image_channels, p)
+    backbone = tiny_backbone(num_image_channels * (1 + ANATOMIX_FEATURES), **kwargs)
+    return build_dropgen_network("anatomix", backbone, num_image_channels=num_image_channels, p=p)
 
 
 class _BackboneInput:
@@ -65,7 +61,7 @@ def _expected_features(images: torch.Tensor, powers: int) -> torch.Tensor:
     """What compute_features must return for RepeatExtractor: per image channel, instance-normed unit**k."""
     unit = scale_to_unit_range(images.float())
     chans = [unit[:, c : c + 1] ** (k + 1) for c in range(images.shape[1]) for k in range(powers)]
-    return F.instance_norm(torch.cat(chans, dim=1), eps=1e-5)
+    return F.instance_norm(torch.cat(chans, dim=1), eps=InstanceNormalization().eps)
 
 
 # ---------------------------------------------------------------- shapes
@@ -75,13 +71,13 @@ def _expected_features(images: torch.Tensor, powers: int) -> torch.Tensor:
 def test_output_and_feature_shapes_for_any_3d_patch(patch):
     """Anatomix-architecture extractor (stride 16, min 32, reflect padding) on awkward and anisotropic patches."""
     torch.manual_seed(0)
-    with registered(mini_anatomix_spec()) as spec:
-        net = build_dropgen_network(spec.name, tiny_backbone(1 + spec.out_channels, num_classes=3), 1).eval()
+    with registered_extractor(mini_anatomix_spec()) as spec:
+        net = build_dropgen_network(spec.name, tiny_backbone(1 + spec.feature_channels, num_classes=3)).eval()
     x = torch.randn(1, 1, *patch)
     with torch.no_grad():
         features = net.compute_features(x)
         out = net(x)
-    assert features.shape == (1, spec.out_channels, *patch)
+    assert features.shape == (1, spec.feature_channels, *patch)
     assert out.shape == (1, 3, *patch)
     assert torch.isfinite(out).all() and torch.isfinite(features).all()
 
@@ -92,7 +88,7 @@ def test_anatomix_network_output_shapes(patch):
     net = _anatomix_net(num_classes=2).eval()
     x = torch.randn(1, 1, *patch)
     with torch.no_grad():
-        assert net.compute_features(x).shape == (1, ANATOMIX_F, *patch)
+        assert net.compute_features(x).shape == (1, ANATOMIX_FEATURES, *patch)
         assert net(x).shape == (1, 2, *patch)
 
 
@@ -346,9 +342,7 @@ def test_state_dict_is_self_contained():
 def test_decoder_is_backbones_and_deep_supervision_toggles():
     torch.manual_seed(0)
     backbone = tiny_backbone(1 + 2, features=(4, 8, 16), deep_supervision=True)
-    net = DropGenNetwork(
-        RepeatExtractor(2, 16, 16), backbone, 1, feature_channels=2, spatial_multiple=16, min_spatial_size=16
-    ).eval()
+    net = DropGenNetwork(repeat_spec(2, 16, 16), backbone).eval()
     assert net.decoder is backbone.decoder
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
@@ -392,7 +386,7 @@ def test_features_under_bfloat16_autocast_are_float32_and_normalized():
         features = net.compute_features(x)
         out = net(x)
     assert features.dtype == torch.float32
-    assert features.shape == (2, ANATOMIX_F, 32, 32, 32)
+    assert features.shape == (2, ANATOMIX_FEATURES, 32, 32, 32)
     mean = features.mean(dim=(2, 3, 4))
     std = features.std(dim=(2, 3, 4), unbiased=False)
     assert mean.abs().max() < 1e-3
@@ -435,3 +429,104 @@ def test_ddp_with_sync_batchnorm_keeps_extractor_frozen(tmp_path):
         other = results[1 - rank][run]["after"]["backbone"]
         for key, value in after["backbone"].items():
             assert torch.equal(other[key], value), f"{where}: replicas differ in {key}"
+
+
+# ---------------------------------------------------------------- the feature record in every state_dict
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClippedScaling:
+    """A different input preprocessing, standing in for a future change of the default."""
+
+    @property
+    def identifier(self) -> str:
+        return "clip-0-1"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.clamp(0, 1)
+
+
+def _trained_state(spec, seed: int = 0) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """A network's state_dict (with weights sha256 set as at the start of training), an input and its output."""
+    torch.manual_seed(seed)
+    net = DropGenNetwork(spec, tiny_backbone(1 + spec.feature_channels)).eval()
+    net.record = net.record.with_weights("ab" * 32, "a test file")
+    x = torch.randn(1, 1, 16, 16, 16) * 3
+    with torch.no_grad():
+        return net.state_dict(), x, net(x)
+
+
+def test_state_dict_records_what_shapes_the_features():
+    spec = repeat_spec(3, 16, 16)
+    state, _, _ = _trained_state(spec)
+    record = state["_extra_state"]
+    assert record["extractor"] == spec.name and record["feature_channels"] == 3
+    assert record["preprocessing"] == spec.preprocessing.identifier == "minmax-per-patch(eps=1e-08)"
+    assert record["normalization"] == spec.normalization.identifier == "instance-norm(eps=1e-05)"
+    assert (record["weights_sha256"], record["weights_origin"]) == ("ab" * 32, "a test file")
+
+
+def test_loading_adopts_the_recorded_weights_and_reproduces_the_output():
+    spec = repeat_spec(3, 16, 16)
+    state, x, reference = _trained_state(spec)
+    torch.manual_seed(1)
+    rebuilt = DropGenNetwork(spec, tiny_backbone(4)).eval()
+    assert rebuilt.record.weights_sha256 is None
+    rebuilt.load_state_dict(state, strict=True)
+    assert rebuilt.record.weights_sha256 == "ab" * 32
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), reference)
+
+
+def test_a_future_change_of_preprocessing_refuses_old_checkpoints_instead_of_changing_predictions():
+    trained_with = repeat_spec(3, 16, 16)
+    state, x, reference = _trained_state(trained_with)
+    future = dataclasses.replace(trained_with, preprocessing=_ClippedScaling())
+    rebuilt = DropGenNetwork(future, tiny_backbone(4)).eval()
+    with pytest.raises(FeaturePipelineMismatch) as refused:
+        rebuilt.load_state_dict(state, strict=True)
+    message = str(refused.value)
+    assert "preprocessing 'minmax-per-patch(eps=1e-08)' in the checkpoint, 'clip-0-1' now" in message
+    assert "silently change" in message
+    # had it loaded, its predictions would have changed: that is what the refusal prevents
+    rebuilt.load_state_dict(
+        {k: v for k, v in state.items() if k != "_extra_state"} | {"_extra_state": rebuilt.get_extra_state()}
+    )
+    with torch.no_grad():
+        assert not torch.allclose(rebuilt(x), reference)
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"normalization": InstanceNormalization(eps=1e-3)}, "normalization"),
+        ({"name": "test-other"}, "extractor"),
+    ],
+)
+def test_every_shaping_difference_is_named(change, field):
+    trained_with = repeat_spec(3, 16, 16)
+    state, _, _ = _trained_state(trained_with)
+    rebuilt = DropGenNetwork(dataclasses.replace(trained_with, **change), tiny_backbone(4))
+    with pytest.raises(FeaturePipelineMismatch, match=f"{field} .* in the checkpoint"):
+        rebuilt.load_state_dict(state)
+
+
+def test_a_checkpoint_from_before_records_is_checked_against_what_that_version_computed():
+    legacy_pipeline = repeat_spec(3, 16, 16)
+    state, x, reference = _trained_state(legacy_pipeline)
+    del state["_extra_state"]
+    rebuilt = DropGenNetwork(legacy_pipeline, tiny_backbone(4)).eval()
+    rebuilt.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), reference)
+    changed = DropGenNetwork(dataclasses.replace(legacy_pipeline, preprocessing=_ClippedScaling()), tiny_backbone(4))
+    with pytest.raises(FeaturePipelineMismatch, match="preprocessing"):
+        changed.load_state_dict(state)
+
+
+def test_an_unknown_record_format_is_refused():
+    spec = repeat_spec(3, 16, 16)
+    state, _, _ = _trained_state(spec)
+    state["_extra_state"] = {"format": "something-else/9"}
+    with pytest.raises(FeaturePipelineMismatch, match="another nnunetv2-dropgen version"):
+        DropGenNetwork(spec, tiny_backbone(4)).load_state_dict(state)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _core_helpers import FIXTURES, registered, relative_error, requires_fixtures, tiny_backbone
+from _core_helpers import ANATOMIX_FEATURES, FIXTURES, relative_error, requires_fixtures, tiny_backbone
 from torch import nn
 
 from nnunetv2_dropgen.feature_extractors import (
@@ -19,12 +19,14 @@ from nnunetv2_dropgen.feature_extractors import (
     AnatomixUNet,
     ExtractorSpec,
     available_extractors,
-    build_extractor,
     get_extractor_spec,
+    load_pretrained,
     register_extractor,
+    registered_extractor,
 )
 from nnunetv2_dropgen.network import build_dropgen_network
-from nnunetv2_dropgen.network.dropgen_network import FEATURE_INSTANCE_NORM_EPS
+from nnunetv2_dropgen.network.factory import state_dict_sha256
+from nnunetv2_dropgen.weights import WeightsArchitectureMismatch, sha256_file
 
 MINI_DEV = AnatomixConfig(output_nc=8, num_downs=3, ngf=4, norm="instance", pooling="Avg", interp="trilinear")
 FLOAT64_TOLERANCE = 1e-9
@@ -70,7 +72,10 @@ def test_anatomix_state_dict_layout_matches_published():
     assert _shapes(model) == expected
     assert list(model.state_dict()) == list(expected)  # same order as the published file
     assert sum(p.numel() for p in model.parameters()) == 5_899_344
-    assert model.out_channels == 16 and model.spatial_multiple == 16
+    spec = get_extractor_spec("anatomix")
+    assert (
+        (spec.feature_channels, spec.spatial_multiple) == (16, 16) == (ANATOMIX_FEATURES, model.config.spatial_multiple)
+    )
 
 
 @requires_fixtures
@@ -88,7 +93,7 @@ def test_anatomix_in_float64_reproduces_the_float64_reference(anatomix_model, an
         raw = model(anatomix_io["input"].double())
     assert raw.shape == anatomix_io["raw_output_float64"].shape == (1, 16, 48, 64, 32)
     assert relative_error(raw, anatomix_io["raw_output_float64"]) <= FLOAT64_TOLERANCE
-    normed = F.instance_norm(raw, eps=FEATURE_INSTANCE_NORM_EPS)
+    normed = F.instance_norm(raw, eps=get_extractor_spec("anatomix").normalization.eps)
     assert relative_error(normed, anatomix_io["instance_normed_output_float64"]) <= FLOAT64_TOLERANCE
 
 
@@ -98,7 +103,7 @@ def test_anatomix_in_float32_stays_close_to_the_float64_reference(anatomix_model
         raw = anatomix_model(anatomix_io["input"])
     assert raw.dtype == torch.float32
     assert relative_error(raw, anatomix_io["raw_output_float64"]) <= FLOAT32_TOLERANCE
-    normed = F.instance_norm(raw, eps=FEATURE_INSTANCE_NORM_EPS)
+    normed = F.instance_norm(raw, eps=get_extractor_spec("anatomix").normalization.eps)
     assert relative_error(normed, anatomix_io["instance_normed_output_float64"]) <= FLOAT32_TOLERANCE
 
 
@@ -118,7 +123,8 @@ def test_anatomix_dev_state_dict_layout_matches_published():
         model = AnatomixUNet(ANATOMIX_DEV)
     assert _shapes(model) == expected
     assert list(model.state_dict()) == list(expected)
-    assert model.out_channels == 32 and model.spatial_multiple == 32
+    spec = get_extractor_spec("anatomix-dev")
+    assert (spec.feature_channels, spec.spatial_multiple) == (32, 32) == (32, model.config.spatial_multiple)
 
 
 @requires_fixtures
@@ -149,20 +155,27 @@ def test_anatomix_rejects_spatial_size_not_divisible():
 # ---------------------------------------------------------------- registry
 
 
-def test_published_extractors_are_registered():
-    names = available_extractors()
-    assert "anatomix" in names and "anatomix-dev" in names
-    spec = get_extractor_spec("anatomix")
-    assert (spec.out_channels, spec.spatial_multiple) == (16, 16)
-    assert spec.min_size >= spec.spatial_multiple
-    dev = get_extractor_spec("anatomix-dev")
-    assert (dev.out_channels, dev.spatial_multiple) == (32, 32)
-
-
-def test_built_anatomix_matches_its_spec():
-    module, sentence = build_extractor("anatomix", pretrained=False)
+def test_published_extractors_are_registered_with_their_facts():
+    anatomix, dev = get_extractor_spec("anatomix"), get_extractor_spec("anatomix-dev")
+    assert {"anatomix", "anatomix-dev"} <= set(available_extractors())
+    assert (anatomix.feature_channels, anatomix.spatial_multiple, anatomix.min_spatial_size) == (16, 16, 32)
+    assert (dev.feature_channels, dev.spatial_multiple, dev.min_spatial_size) == (32, 32, 64)
+    assert anatomix.preprocessing.identifier == "minmax-per-patch(eps=1e-08)"
+    assert anatomix.normalization.identifier == "instance-norm(eps=1e-05)"
+    assert anatomix.weights.filename == "anatomix.pth" and anatomix.weights.git_blob_sha1
+    assert "36M" in dev.weights.history
+    assert (anatomix.trainer_token, dev.trainer_token) == ("anatomix", "anatomixDev")
+    module = anatomix.build()
     assert isinstance(module, AnatomixUNet) and module.config == ANATOMIX
-    assert "random" in sentence
+
+
+def test_min_spatial_size_defaults_to_the_spatial_multiple_once():
+    spec = ExtractorSpec(name="test-default-min", build=nn.Identity, feature_channels=1, spatial_multiple=8)
+    assert spec.min_spatial_size == 8
+    bigger = ExtractorSpec(
+        name="test-min", build=nn.Identity, feature_channels=1, spatial_multiple=8, min_spatial_size=24
+    )
+    assert bigger.min_spatial_size == 24
 
 
 def test_unknown_extractor_raises_helpful_key_error():
@@ -177,63 +190,99 @@ def test_user_extractor_is_used_by_build_dropgen_network():
     conv = nn.Conv3d(1, 3, 1)
     calls: list[tuple[int, ...]] = []
     conv.register_forward_pre_hook(lambda module, args: calls.append(tuple(args[0].shape)))
-    spec = ExtractorSpec(name="test-user-conv", build=lambda: conv, out_channels=3, spatial_multiple=4)
-    with registered(spec):
+    spec = ExtractorSpec(name="test-user-conv", build=lambda: conv, feature_channels=3, spatial_multiple=4)
+    with registered_extractor(spec):
         assert "test-user-conv" in available_extractors()
         backbone = tiny_backbone(1 * (1 + 3), num_classes=3)
-        net = build_dropgen_network("test-user-conv", backbone, 1)
+        net = build_dropgen_network("test-user-conv", backbone, pretrained=True)
         assert net.extractor is conv
-        assert net.feature_channels == 3 and net.spatial_multiple == 4
+        assert net.feature_channels == 3 and net.spec is spec
+        assert net.record.weights_origin == "provided by the extractor's build function"
+        assert net.record.weights_sha256 == state_dict_sha256(conv)
         net.eval()
         with torch.no_grad():
             out = net(torch.randn(2, 1, 10, 12, 6))
         assert out.shape == (2, 3, 10, 12, 6)
         assert calls == [(2, 1, 12, 12, 8)]  # padded to multiples of 4
-        module, sentence = build_extractor("test-user-conv", pretrained=True)
-        assert module is conv and "own build function" in sentence
     assert "test-user-conv" not in available_extractors()
 
 
 def test_registering_a_different_spec_under_a_taken_name_fails():
-    spec = ExtractorSpec(name="test-taken", build=lambda: nn.Conv3d(1, 2, 1), out_channels=2, spatial_multiple=1)
-    with registered(spec):
+    spec = ExtractorSpec(name="test-taken", build=lambda: nn.Conv3d(1, 2, 1), feature_channels=2, spatial_multiple=1)
+    with registered_extractor(spec):
         register_extractor(spec)  # the same spec again is harmless (module re-import)
-        other = ExtractorSpec(name="test-taken", build=spec.build, out_channels=5, spatial_multiple=1)
+        other = ExtractorSpec(name="test-taken", build=spec.build, feature_channels=5, spatial_multiple=1)
         with pytest.raises(ValueError, match="already registered.*overwrite=True"):
             register_extractor(other)
         assert get_extractor_spec("test-taken") is spec
         register_extractor(other, overwrite=True)
         assert get_extractor_spec("test-taken") is other
-    anatomix_clash = ExtractorSpec(name="anatomix", build=spec.build, out_channels=16, spatial_multiple=16)
+        with pytest.raises(ValueError, match="already registered"):
+            with registered_extractor(spec):
+                pass
+    anatomix_clash = ExtractorSpec(name="anatomix", build=spec.build, feature_channels=16, spatial_multiple=16)
     with pytest.raises(ValueError, match="already registered"):
         register_extractor(anatomix_clash)
     assert get_extractor_spec("anatomix").build is not spec.build
 
 
-@pytest.mark.parametrize("out_channels, multiple", [(0, 4), (3, 0)])
-def test_register_rejects_non_positive_sizes(out_channels, multiple):
-    spec = ExtractorSpec(name="test-bad", build=nn.Identity, out_channels=out_channels, spatial_multiple=multiple)
-    with pytest.raises(ValueError, match="positive"):
-        register_extractor(spec)
-    assert "test-bad" not in available_extractors()
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"feature_channels": 0}, "positive"),
+        ({"spatial_multiple": 0}, "positive"),
+        ({"name": "My_Extractor"}, "lower-case"),
+    ],
+)
+def test_spec_rejects_bad_values(fields, message):
+    values = {"name": "test-bad", "build": nn.Identity, "feature_channels": 3, "spatial_multiple": 4} | fields
+    with pytest.raises(ValueError, match=message):
+        ExtractorSpec(**values)
 
 
 @requires_fixtures
-def test_weights_of_another_architecture_are_refused_with_a_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nnunetv2_dropgen.weights import WeightsError
-
+def test_weights_of_another_architecture_are_refused_with_a_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     wrong = FIXTURES / "mini_dev_random_weights.pth"
     monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(wrong))
-    with pytest.warns(UserWarning, match="UNVERIFIED"), pytest.raises(WeightsError) as refused:
-        build_dropgen_network("anatomix", tiny_backbone(17), 1, pretrained=True)
-    assert str(wrong) in str(refused.value) and "weights fetch anatomix --force" in str(refused.value)
+    with pytest.warns(UserWarning, match="UNVERIFIED"), pytest.raises(WeightsArchitectureMismatch) as refused:
+        build_dropgen_network("anatomix", tiny_backbone(1 + ANATOMIX_FEATURES), pretrained=True)
+    message = str(refused.value)
+    assert str(wrong) in message and "does not fit the 'anatomix' architecture" in message
+    assert "5.9M" in message and "DROPGEN_WEIGHTS_ANATOMIX" in message
 
 
 @requires_fixtures
-def test_pretrained_build_loads_the_named_file(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_old_anatomix_dev_layout_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A 16-channel file where anatomix-dev now has 32: the sentence tells the Hub history and how to pin."""
+    old_layout = AnatomixUNet(AnatomixConfig(output_nc=16, num_downs=5, ngf=4, norm="instance", pooling="Avg"))
+    path = tmp_path / "anatomix-dev.pth"
+    torch.save(old_layout.state_dict(), path)
+    monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX_DEV", str(path))
+    with torch.device("meta"):
+        dev = AnatomixUNet(ANATOMIX_DEV)
+    with pytest.raises(WeightsArchitectureMismatch) as refused:  # no published checksum: no UNVERIFIED warning
+        load_pretrained("anatomix-dev", dev)
+    assert "36M parameters, 16 feature channels" in str(refused.value)
+    assert "DROPGEN_REVISION_ANATOMIX_DEV" in str(refused.value)
+
+
+@requires_fixtures
+def test_pretrained_build_loads_the_named_file_and_records_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(FIXTURES / "anatomix_random_weights.pth"))
     with pytest.warns(UserWarning, match="UNVERIFIED"):
-        net = build_dropgen_network("anatomix", tiny_backbone(17), 1, pretrained=True)
+        net = build_dropgen_network("anatomix", tiny_backbone(1 + ANATOMIX_FEATURES), pretrained=True)
     published = torch.load(FIXTURES / "anatomix_random_weights.pth", weights_only=True)
     assert all(torch.equal(net.extractor.state_dict()[k], v) for k, v in published.items())
-    assert "DROPGEN_WEIGHTS_ANATOMIX" in net.extractor_weights and "UNVERIFIED" in net.extractor_weights
+    assert net.record.weights_sha256 == sha256_file(FIXTURES / "anatomix_random_weights.pth")
+    assert "DROPGEN_WEIGHTS_ANATOMIX" in net.record.weights_origin and "UNVERIFIED" in net.record.weights_origin
+
+
+@requires_fixtures
+def test_weights_saved_from_a_compiled_model_load(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    published = torch.load(FIXTURES / "anatomix_random_weights.pth", weights_only=True)
+    path = tmp_path / "compiled.pth"
+    torch.save({f"_orig_mod.{key}": value for key, value in published.items()}, path)
+    module = AnatomixUNet(ANATOMIX)
+    with pytest.warns(UserWarning, match="UNVERIFIED"):
+        load_pretrained("anatomix", module, path)
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in published.items())

@@ -1,13 +1,26 @@
-"""Frozen 3D foundation models that turn an image in [0, 1] into feature channels."""
+"""Frozen 3D foundation models that turn an image into feature channels, one module per model."""
 
-from nnunetv2_dropgen.feature_extractors.anatomix import ANATOMIX, ANATOMIX_DEV, AnatomixConfig, AnatomixUNet
+from nnunetv2_dropgen.feature_extractors.anatomix import (
+    ANATOMIX,
+    ANATOMIX_DEV,
+    AnatomixConfig,
+    AnatomixUNet,
+    anatomix_spec,
+)
+from nnunetv2_dropgen.feature_extractors.loading import load_pretrained
+from nnunetv2_dropgen.feature_extractors.preprocessing import (
+    FeatureNormalization,
+    InputPreprocessing,
+    InstanceNormalization,
+    MinMaxScaling,
+    scale_to_unit_range,
+)
 from nnunetv2_dropgen.feature_extractors.registry import (
     ExtractorSpec,
     available_extractors,
-    build_extractor,
     get_extractor_spec,
-    load_pretrained_weights,
     register_extractor,
+    registered_extractor,
 )
 
 __all__ = [
@@ -16,9 +29,15 @@ __all__ = [
     "AnatomixConfig",
     "AnatomixUNet",
     "ExtractorSpec",
+    "FeatureNormalization",
+    "InputPreprocessing",
+    "InstanceNormalization",
+    "MinMaxScaling",
+    "anatomix_spec",
     "available_extractors",
-    "build_extractor",
     "get_extractor_spec",
-    "load_pretrained_weights",
+    "load_pretrained",
     "register_extractor",
+    "registered_extractor",
+    "scale_to_unit_range",
 ]

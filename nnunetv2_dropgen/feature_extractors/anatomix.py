@@ -9,10 +9,14 @@ pooling layer, decoder levels start with an upsampling layer followed by a skip 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import torch
 from torch import nn
+
+from nnunetv2_dropgen.feature_extractors.registry import ExtractorSpec, register_extractor
+from nnunetv2_dropgen.weights.sources import PublishedWeights
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,23 @@ class AnatomixConfig:
 ANATOMIX = AnatomixConfig()
 ANATOMIX_DEV = AnatomixConfig(output_nc=32, num_downs=5, ngf=32, norm="instance", pooling="Avg", interp="trilinear")
 
+ANATOMIX_WEIGHTS = PublishedWeights(
+    name="anatomix",
+    filename="anatomix.pth",
+    hf_repo="neeldey/anatomix",
+    urls=("https://raw.githubusercontent.com/neel-dey/anatomix/main/model-weights/anatomix.pth",),
+    git_blob_sha1="d13b2f335850a0a3a9042dcaf9a7181631098b80",
+)
+ANATOMIX_DEV_WEIGHTS = PublishedWeights(
+    name="anatomix-dev",
+    filename="anatomix-dev.pth",
+    hf_repo="neeldey/anatomix",
+    history="The Hub once published an earlier anatomix-dev.pth under the same name (about 36M parameters, "
+    "16 feature channels); today's has about 94M parameters and 32 feature channels. Pin the Hub revision you "
+    "mean with DROPGEN_REVISION_ANATOMIX_DEV=<commit>, or fetch the current file with "
+    "`nnunetv2_dropgen weights fetch anatomix-dev --force`.",
+)
+
 
 class AnatomixUNet(nn.Module):
     """anatomix feature network: (B, 1, *spatial) in [0, 1] -> (B, output_nc, *spatial).
@@ -45,12 +66,11 @@ class AnatomixUNet(nn.Module):
     def __init__(self, config: AnatomixConfig = ANATOMIX) -> None:
         super().__init__()
         self.config = config
-        self.spatial_multiple = config.spatial_multiple
-        self.out_channels = config.output_nc
 
         layers: list[nn.Module] = []
         self._skip_sources: set[int] = set()  # indices of the layers whose outputs feed the skips
         self._concat_after: list[int] = []  # index of the upsampling layer each skip joins
+        self._decoder_level_ends: list[int] = []  # index of the last layer of each decoder level
 
         widths = [config.ngf * 2**level for level in range(config.num_downs + 1)]
         in_ch = 1
@@ -71,6 +91,7 @@ class AnatomixUNet(nn.Module):
             for _ in range(2):
                 layers += self._conv_block(in_ch, widths[level])
                 in_ch = widths[level]
+            self._decoder_level_ends.append(len(layers) - 1)
         layers.append(self._conv(in_ch, config.output_nc))
         self.model = nn.Sequential(*layers)
 
@@ -88,16 +109,27 @@ class AnatomixUNet(nn.Module):
     def _pool(self) -> nn.Module:
         return nn.MaxPool3d(2) if self.config.pooling == "Max" else nn.AvgPool3d(2)
 
+    @property
+    def decoder_level_channels(self) -> list[int]:
+        """Channels of each decoder level's output, coarsest first (what `forward_levels` returns before the output)."""
+        widths = [self.config.ngf * 2**level for level in range(self.config.num_downs)]
+        return widths[::-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_levels(x)[-1]
+
+    def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each decoder level's output (coarsest first), then the final output: what pretraining supervises."""
         if x.ndim != 5:
             raise ValueError(f"anatomix is a 3D network and needs (B, 1, Z, Y, X) input; got shape {tuple(x.shape)}.")
-        bad = [s for s in x.shape[2:] if s % self.spatial_multiple]
-        if bad:
+        multiple = self.config.spatial_multiple
+        if any(s % multiple for s in x.shape[2:]):
             raise ValueError(
-                f"anatomix needs every spatial size divisible by {self.spatial_multiple}; got {tuple(x.shape[2:])}. "
+                f"anatomix needs every spatial size divisible by {multiple}; got {tuple(x.shape[2:])}. "
                 "Pad the input (DropGenNetwork does this for you)."
             )
         skips: list[torch.Tensor] = []
+        levels: list[torch.Tensor] = []
         concat_at = iter(self._concat_after)
         next_concat = next(concat_at, None)
         for index, layer in enumerate(self.model):
@@ -107,4 +139,23 @@ class AnatomixUNet(nn.Module):
             elif index == next_concat:
                 x = torch.cat([skips.pop(), x], dim=1)
                 next_concat = next(concat_at, None)
-        return x
+            elif index in self._decoder_level_ends:
+                levels.append(x)
+        return [*levels, x]
+
+
+def anatomix_spec(name: str, config: AnatomixConfig, weights: PublishedWeights | None = None) -> ExtractorSpec:
+    """An extractor of anatomix's layout: per-patch [0, 1] input, instance-normalized 16-or-more features."""
+    return ExtractorSpec(
+        name=name,
+        build=partial(AnatomixUNet, config),
+        feature_channels=config.output_nc,
+        spatial_multiple=config.spatial_multiple,
+        # reflect padding needs at least 2 voxels at the coarsest level
+        min_spatial_size=2 * config.spatial_multiple,
+        weights=weights,
+    )
+
+
+register_extractor(anatomix_spec("anatomix", ANATOMIX, ANATOMIX_WEIGHTS))
+register_extractor(anatomix_spec("anatomix-dev", ANATOMIX_DEV, ANATOMIX_DEV_WEIGHTS))

@@ -6,21 +6,17 @@ on are exactly the features it sees at prediction time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nnunetv2_dropgen.dropout import ChannelDropout
+from nnunetv2_dropgen.feature_extractors import ExtractorSpec
+from nnunetv2_dropgen.network.feature_record import FeatureRecord
 
-FEATURE_INSTANCE_NORM_EPS = 1e-5
-
-
-def scale_to_unit_range(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Min-max scale each (sample, channel) of (B, C, *spatial) to [0, 1]; a constant patch gives 0."""
-    flat = images.flatten(2)
-    low = flat.amin(dim=2).view(*images.shape[:2], *([1] * (images.ndim - 2)))
-    high = flat.amax(dim=2).view_as(low)
-    return (images - low) / (high - low).clamp_min(eps)
+_RECORD_KEY = "_extra_state"  # where nn.Module puts get_extra_state() in the state_dict
 
 
 def centered_padding(shape: tuple[int, ...], multiple: int, min_size: int) -> list[int]:
@@ -39,22 +35,29 @@ class DropGenNetwork(nn.Module):
     Input channels: the first `num_image_channels` are images (each gets its own features), the
     `num_extra_channels` after them (e.g. a cascade's one-hot segmentation) are passed through,
     never fed to the extractor and never dropped. The backbone must accept
-    `num_image_channels * (1 + feature_channels) + num_extra_channels` input channels.
-    With `use_image=False` the image channels are zeroed in training and inference alike
-    (the features-only ablation); dropout then applies to the features only.
+    `backbone_input_channels(...)` input channels. With `use_image=False` the image channels are
+    zeroed in training and inference alike (the features-only ablation); dropout then applies to the
+    features only. The extractor comes from `spec` with random weights: pretrained ones are loaded by
+    the caller (`build_dropgen_network(..., pretrained=True)`, the trainer) or come with a checkpoint.
     """
+
+    spec: ExtractorSpec
+    extractor: nn.Module
+    backbone: nn.Module
+    dropout: ChannelDropout
+    num_image_channels: int
+    num_extra_channels: int
+    use_image: bool
+    record: FeatureRecord
 
     def __init__(
         self,
-        extractor: nn.Module,
+        spec: ExtractorSpec,
         backbone: nn.Module,
-        num_image_channels: int,
+        *,
+        num_image_channels: int = 1,
         p: float = 0.75,
         num_extra_channels: int = 0,
-        *,
-        feature_channels: int,
-        spatial_multiple: int,
-        min_spatial_size: int | None = None,
         use_image: bool = True,
     ) -> None:
         super().__init__()
@@ -62,22 +65,26 @@ class DropGenNetwork(nn.Module):
             raise ValueError(f"DropGen needs at least one image channel; got num_image_channels={num_image_channels}.")
         if num_extra_channels < 0:
             raise ValueError(f"num_extra_channels must be >= 0; got {num_extra_channels}.")
-        self.extractor = extractor.eval().requires_grad_(False)
+        self.spec = spec
+        self.extractor = spec.build().eval().requires_grad_(False)
         self.backbone = backbone
         self.num_image_channels = num_image_channels
         self.num_extra_channels = num_extra_channels
-        self.feature_channels = feature_channels
-        self.spatial_multiple = spatial_multiple
-        self.min_spatial_size = min_spatial_size or spatial_multiple
         self.use_image = use_image
-        num_features = num_image_channels * feature_channels
+        num_features = num_image_channels * spec.feature_channels
         first_dropped = 0 if use_image else num_image_channels
         self.dropout = ChannelDropout(p, channels=range(first_dropped, num_image_channels + num_features))
+        self.record = FeatureRecord.of(spec)
+        self._register_load_state_dict_pre_hook(self._accept_unrecorded_checkpoint)
 
     @staticmethod
     def backbone_input_channels(num_image_channels: int, feature_channels: int, num_extra_channels: int = 0) -> int:
         """How many input channels the backbone must be built with."""
         return num_image_channels * (1 + feature_channels) + num_extra_channels
+
+    @property
+    def feature_channels(self) -> int:
+        return self.spec.feature_channels
 
     @property
     def decoder(self) -> nn.Module:
@@ -114,24 +121,38 @@ class DropGenNetwork(nn.Module):
 
     @torch.no_grad()
     def compute_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen-extractor features per image channel, instance-normalized in float32: (B, C*F, *spatial)."""
+        """Frozen-extractor features per image channel, normalized in float32: (B, C*F, *spatial)."""
         batch, channels, *spatial = images.shape
         with torch.autocast(images.device.type, enabled=False):
-            unit = scale_to_unit_range(images.float()).reshape(batch * channels, 1, *spatial)
-            pad = centered_padding(tuple(spatial), self.spatial_multiple, self.min_spatial_size)
+            unit = self.spec.preprocessing(images.float()).reshape(batch * channels, 1, *spatial)
+            pad = centered_padding(tuple(spatial), self.spec.spatial_multiple, self.spec.min_spatial_size)
             if any(pad):
                 unit = F.pad(unit, pad, mode="replicate")
         features = self.extractor(unit)
         if any(pad):
             features = features[(slice(None), slice(None), *_crop_slices(pad, spatial))]
         with torch.autocast(images.device.type, enabled=False):
-            features = F.instance_norm(features.float(), eps=FEATURE_INSTANCE_NORM_EPS)
+            features = self.spec.normalization(features.float())
         return features.reshape(batch, channels * features.shape[1], *spatial)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return self.record.to_state()
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        saved = FeatureRecord.from_state(state)
+        saved.check_matches(self.record)
+        self.record = self.record.with_weights(saved.weights_sha256, saved.weights_origin)
+
+    def _accept_unrecorded_checkpoint(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """A checkpoint from before records existed is checked against what that version computed."""
+        if any(key.startswith(prefix) for key in state_dict) and prefix + _RECORD_KEY not in state_dict:
+            state_dict[prefix + _RECORD_KEY] = FeatureRecord.legacy(self.spec).to_state()
 
     def extra_repr(self) -> str:
         return (
-            f"image_channels={self.num_image_channels}, feature_channels={self.feature_channels}, "
-            f"extra_channels={self.num_extra_channels}, use_image={self.use_image}"
+            f"extractor={self.spec.name}, image_channels={self.num_image_channels}, "
+            f"feature_channels={self.feature_channels}, extra_channels={self.num_extra_channels}, "
+            f"use_image={self.use_image}"
         )
 
 

@@ -1,42 +1,61 @@
-"""Build a DropGenNetwork from an extractor name and a backbone: the one place both are joined."""
+"""Build a DropGenNetwork from an extractor name and a backbone, with or without pretrained extractor weights."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+
+import torch
 from torch import nn
 
-from nnunetv2_dropgen.feature_extractors import build_extractor, get_extractor_spec
+from nnunetv2_dropgen.feature_extractors import get_extractor_spec, load_pretrained
 from nnunetv2_dropgen.network.dropgen_network import DropGenNetwork
 
 
 def build_dropgen_network(
     extractor_name: str,
     backbone: nn.Module,
-    num_image_channels: int,
+    *,
+    num_image_channels: int = 1,
     p: float = 0.75,
     num_extra_channels: int = 0,
-    *,
-    pretrained: bool = False,
     use_image: bool = True,
+    pretrained: bool = False,
+    weights: str | os.PathLike | None = None,
 ) -> DropGenNetwork:
     """Wrap `backbone` with the registered extractor `extractor_name`.
 
-    pretrained=False builds the extractor with random weights, as inference does before the checkpoint
-    (which carries the extractor weights) is loaded; pretrained=True resolves and loads published weights.
-    The sentence describing where the weights came from is kept in `network.extractor_weights`.
+    pretrained=False leaves the extractor's weights random, as inference does before the checkpoint (which
+    carries them) is loaded; pretrained=True loads them (`weights`, DROPGEN_WEIGHTS_<NAME>, or the extractor's
+    own source) and records their sha256 and origin in `network.record`.
     """
-    spec = get_extractor_spec(extractor_name)
-    extractor, weights_sentence = build_extractor(extractor_name, pretrained=pretrained)
     network = DropGenNetwork(
-        extractor,
+        get_extractor_spec(extractor_name),
         backbone,
-        num_image_channels,
-        p,
-        num_extra_channels,
-        feature_channels=spec.out_channels,
-        spatial_multiple=spec.spatial_multiple,
-        min_spatial_size=spec.min_size,
+        num_image_channels=num_image_channels,
+        p=p,
+        num_extra_channels=num_extra_channels,
         use_image=use_image,
     )
-    network.extractor_name = extractor_name
-    network.extractor_weights = weights_sentence
+    if pretrained:
+        load_extractor_weights(network, weights)
     return network
+
+
+def load_extractor_weights(network: DropGenNetwork, weights: str | os.PathLike | None = None) -> None:
+    """Load the extractor's pretrained weights into `network` and record which ones they were."""
+    resolved = load_pretrained(network.spec.name, network.extractor, weights)
+    if resolved is None:
+        digest = state_dict_sha256(network.extractor)
+        network.record = network.record.with_weights(digest, "provided by the extractor's build function")
+    else:
+        network.record = network.record.with_weights(resolved.sha256, resolved.describe())
+
+
+def state_dict_sha256(module: nn.Module) -> str:
+    """sha256 over a module's tensors in state_dict order: identifies weights that did not come from a file."""
+    digest = hashlib.sha256()
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
