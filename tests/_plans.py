@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 _PLAIN = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
 _RESENC = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
@@ -106,3 +107,12 @@ def make_dataset_json(num_channels: int = 1) -> dict:
         "numTraining": 5,
         "file_ending": ".nii.gz",
     }
+
+
+def documented_trainer_names() -> list[str]:
+    """Every trainer name the README mentions (in backticks): each must be found by nnU-Net and build."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    names = re.findall(r"`((?:DropGenTrainer|nnUNetTrainer|nnUNetTrainerDA5)(?:_[A-Za-z0-9]+)*)`", readme)
+    return sorted(set(names) - {"nnUNetTrainer", "nnUNetTrainerDA5"})

@@ -7,33 +7,45 @@ import subprocess
 import sys
 
 import pytest
+from _plans import documented_trainer_names
 
 from nnunetv2_dropgen.cli.main import main
 from nnunetv2_dropgen.cli.setup_commands import check_setup, trainer_dir
 
 FIND_AND_PICKLE = """
-import pickle
+import pickle, sys
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-cls = recursive_find_trainer_class_by_name("DropGenTrainer_p050")
-assert pickle.loads(pickle.dumps(cls)) is cls
-print("FOUND", cls.__module__, cls.__name__, cls.dropout_p)
+for name in sys.argv[1:]:
+    cls = recursive_find_trainer_class_by_name(name)
+    assert pickle.loads(pickle.dumps(cls)) is cls
+    print("FOUND", cls.__module__, cls.__name__)
 """
 
 
-def run_python(code: str, **env: str | None) -> subprocess.CompletedProcess:
+NNUNET_OWN: set[str] = set()
+"""Documented names nnU-Net itself ships (it searches its own trainers first); none today."""
+
+
+def run_python(code: str, *args: str, **env: str | None) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "nnUNet_extTrainer"}
     environment.update({k: v for k, v in env.items() if v is not None})
-    return subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300)
 
 
-def test_nnunet_finds_the_trainers_through_ext_trainer_folder() -> None:
-    found = run_python(FIND_AND_PICKLE, nnUNet_extTrainer=str(trainer_dir()))
+def test_nnunet_train_and_predict_find_every_documented_trainer_name() -> None:
+    """nnUNetv2_train and nnUNetv2_predict both resolve -tr with recursive_find_trainer_class_by_name."""
+    names = documented_trainer_names()
+    found = run_python(FIND_AND_PICKLE, *names, nnUNet_extTrainer=str(trainer_dir()))
     assert found.returncode == 0, found.stderr
-    assert "FOUND nnunetv2_dropgen.trainers.variants DropGenTrainer_p050 0.5" in found.stdout
+    lines = found.stdout.splitlines()
+    for name in names:
+        module = "nnunetv2.training" if name in NNUNET_OWN else "nnunetv2_dropgen.trainers"
+        assert any(line.startswith(f"FOUND {module}") and line.endswith(f" {name}") for line in lines), name
 
 
 def test_without_ext_trainer_nnunet_cannot_find_them() -> None:
-    missing = run_python(FIND_AND_PICKLE)
+    missing = run_python(FIND_AND_PICKLE, "DropGenTrainer_p050")
     assert missing.returncode != 0
     assert "Could not find requested nnunet trainer DropGenTrainer_p050" in missing.stderr
 
@@ -52,7 +64,7 @@ def test_doctor_names_what_is_missing(monkeypatch: pytest.MonkeyPatch, capsys: p
     out = capsys.readouterr().out
     assert "nnUNet_raw is not set" in out
     assert "export nnUNet_extTrainer=$(nnunetv2_dropgen trainer-dir)" in out
-    assert "anatomix weights are not available offline" in out
+    assert "anatomix weights are not in the cache" in out
 
 
 def test_doctor_accepts_a_complete_set_up(monkeypatch: pytest.MonkeyPatch) -> None:

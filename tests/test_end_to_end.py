@@ -21,6 +21,7 @@ import torch
 from _tiny_dataset import write_tiny_dataset
 
 from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+from nnunetv2_dropgen.weights import sha256_file
 
 FIXTURE_WEIGHTS = (
     Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anatomix" / "anatomix_random_weights.pth"
@@ -144,13 +145,16 @@ def check_predictions(images: Path, predictions: Path) -> None:
 def test_training_loads_the_weights_and_logs_the_dropgen_settings(trained: Path) -> None:
     log = "".join(p.read_text() for p in trained.glob("training_log_*.txt"))
     assert f"DropGen: trainer {TRAINER}, extractor anatomix (16 features per image channel" in log
-    assert f"DropGen: extractor weights {FIXTURE_WEIGHTS}" in log and "UNVERIFIED" in log
+    assert "DropGen: extractor weights " in log and str(FIXTURE_WEIGHTS) in log and "UNVERIFIED" in log
+    assert f"sha256 {sha256_file(FIXTURE_WEIGHTS)}" in log
     assert "DropGen: channel dropout p=0.75 on image and feature channels, training only" in log
     assert "DropGen: backbone input = 1 image + 16 feature + 0 extra (cascade) channels = 17" in log
     checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     published = torch.load(FIXTURE_WEIGHTS, map_location="cpu", weights_only=True)
     for key, value in published.items():
         assert torch.equal(checkpoint["network_weights"][f"extractor.{key}"], value), key
+    record = checkpoint["network_weights"]["_extra_state"]
+    assert (record["extractor"], record["weights_sha256"]) == ("anatomix", sha256_file(FIXTURE_WEIGHTS))
     assert (trained / "validation" / "summary.json").is_file()
 
 
@@ -158,6 +162,28 @@ def test_predict_without_any_weights_file(workspace: Workspace, trained: Path) -
     out = workspace.root / "pred_fold0"
     images = workspace.predict(ONE_CH, out, "-f", "0")
     check_predictions(images, out)
+
+
+def test_predict_refuses_a_checkpoint_whose_features_were_computed_otherwise(
+    workspace: Workspace, trained: Path
+) -> None:
+    """What a future change of preprocessing would meet: nnUNetv2_predict stops instead of predicting otherwise."""
+    other_results = workspace.root / "results_other_pipeline"
+    model = workspace.model_folder(ONE_CH)
+    copy = other_results / model.parent.name / model.name
+    shutil.copytree(model, copy)
+    checkpoint_file = copy / "fold_0" / "checkpoint_final.pth"
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    checkpoint["network_weights"]["_extra_state"]["preprocessing"] = "percentile-0.5-99.5"
+    torch.save(checkpoint, checkpoint_file)
+    images = next(workspace.raw.glob(f"Dataset{ONE_CH}_*")) / "imagesTs"
+    command = [str(Path(sys.executable).parent / "nnUNetv2_predict"), "-i", str(images), "-o"]
+    command += [str(workspace.root / "pred_refused"), "-d", str(ONE_CH), "-c", "3d_fullres", "-tr", TRAINER]
+    command += ["-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0"]
+    done = subprocess.run(command, env=workspace.env(False, other_results), capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "preprocessing 'percentile-0.5-99.5' in the checkpoint" in done.stderr
+    assert not list((workspace.root / "pred_refused").glob("*.nii.gz"))
 
 
 def test_predict_ensemble_of_two_folds_with_best_checkpoint(workspace: Workspace, trained: Path) -> None:
@@ -191,7 +217,7 @@ def test_continue_training_resumes_the_epoch_and_the_extractor(workspace: Worksp
         if not (trained / "checkpoint_final.pth").exists():
             (trained / "checkpoint_final.pth.bak").rename(trained / "checkpoint_final.pth")
     new_log = "".join(p.read_text() for p in set(trained.glob("training_log_*.txt")) - logs_before)
-    assert "DropGen: extractor weights from the checkpoint" in new_log
+    assert f"DropGen: extractor weights from the checkpoint, originally {FIXTURE_WEIGHTS}" in new_log
     assert "Epoch 1" in new_log and "Epoch 0" not in new_log
     resumed = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert resumed["current_epoch"] == 2

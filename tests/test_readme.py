@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,43 @@ def test_readme_network_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     net = namespace["net"]
     published = torch.load(FIXTURE_WEIGHTS, weights_only=True)
     assert all(torch.equal(net.extractor.state_dict()[k], v) for k, v in published.items())
+
+
+USE_README_EXTRACTOR = """
+import os, sys, torch
+sys.path.insert(0, {tests!r})
+from _plans import make_dataset_json, make_plans
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from nnunetv2_dropgen.network import load_extractor_weights
+
+trainer = recursive_find_trainer_class_by_name("DropGenTrainer_tinyExtractor_p050_quick")
+from nnunetv2_dropgen.feature_extractors import get_extractor_spec  # registered by the search above
+torch.save(get_extractor_spec("tiny-extractor").build().state_dict(), {weights!r})
+os.environ["DROPGEN_WEIGHTS_TINY_EXTRACTOR"] = {weights!r}
+plans = PlansManager(make_plans(1))
+network = trainer.build_network_architecture(plans, plans.get_configuration("3d_fullres"), 1, 3, False)
+load_extractor_weights(network)
+print("SPEC", network.spec.name, network.feature_channels, network.p, trainer.schedule.epochs)
+print("RECORD", network.record.weights_sha256, network.record.preprocessing)
+print("OUT", tuple(network.eval()(torch.rand(1, 1, 20, 24, 28)).shape))
+"""
+
+
+def test_readme_add_a_foundation_model_example_trains_through_nnunets_trainer_search(tmp_path: Path) -> None:
+    """The README's module, put in a folder of nnUNet_extTrainer, gives a trainer nnU-Net finds and builds."""
+    from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+    from nnunetv2_dropgen.weights import sha256_file
+
+    block = next(b for b in python_blocks() if "register_extractor(ExtractorSpec(" in b)
+    folder = tmp_path / "my_extractors"
+    folder.mkdir()
+    (folder / "tiny_extractor.py").write_text(block)
+    weights = tmp_path / "tiny_extractor.pth"
+    env = {**os.environ, "nnUNet_extTrainer": f"{trainer_dir()}{os.pathsep}{folder}"}
+    code = USE_README_EXTRACTOR.format(tests=str(Path(__file__).parent), weights=str(weights))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SPEC tiny-extractor 8 0.5 2" in result.stdout
+    assert f"RECORD {sha256_file(weights)} minmax-per-patch" in result.stdout
+    assert "OUT (1, 3, 20, 24, 28)" in result.stdout

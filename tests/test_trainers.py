@@ -6,16 +6,18 @@ import pickle
 
 import pytest
 import torch
-from _plans import make_dataset_json, make_plans
+from _plans import documented_trainer_names, make_dataset_json, make_plans
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 import nnunetv2_dropgen.trainers as trainers
 from nnunetv2_dropgen.network import DropGenNetwork
-from nnunetv2_dropgen.trainers import DropGenTrainer
+from nnunetv2_dropgen.trainers import DropGenTrainer, TrainerNameError, parse_dropgen_name
+from nnunetv2_dropgen.trainers.schedule import NAMED_SCHEDULES
 
+DOCUMENTED = documented_trainer_names()
 # anatomix-dev (94M parameters) is built once, in its own test, to keep the suite light
-LIGHT_VARIANTS = [name for name in trainers.__all__ if name != "DropGenTrainer_anatomixDev"]
+LIGHT_DROPGEN = [n for n in DOCUMENTED if n.startswith("DropGenTrainer") and "anatomixDev" not in n]
 
 
 def build(
@@ -43,30 +45,84 @@ def stem_in_channels(network: DropGenNetwork) -> int:
     return first_conv.in_channels
 
 
-@pytest.mark.parametrize("name", LIGHT_VARIANTS)
-def test_every_variant_builds_its_network(name: str) -> None:
+@pytest.mark.parametrize("name", LIGHT_DROPGEN)
+def test_every_documented_dropgen_name_builds_its_network(name: str) -> None:
     trainer_cls = getattr(trainers, name)
     network = build(trainer_cls)
+    spec = network.spec
     assert isinstance(network, DropGenNetwork)
-    assert network.extractor_name == trainer_cls.extractor_name == "anatomix"
-    assert network.feature_channels == 16
-    assert stem_in_channels(network) == 1 + 16
+    assert spec.name == trainer_cls.extractor_name
+    assert stem_in_channels(network) == 1 + spec.feature_channels
     assert network.p == trainer_cls.dropout_p
     assert network.use_image == trainer_cls.use_image
     assert not any(p.requires_grad for p in network.extractor.parameters())
 
 
-def test_variant_settings_match_their_names() -> None:
-    assert DropGenTrainer.dropout_p == 0.75 and DropGenTrainer.use_image
-    assert trainers.DropGenTrainer_p025.dropout_p == 0.25
-    assert trainers.DropGenTrainer_p050.dropout_p == 0.5
-    assert trainers.DropGenTrainer_p090.dropout_p == 0.9
-    assert trainers.DropGenTrainer_noDropout.dropout_p == 0.0
-    assert trainers.DropGenTrainer_featuresOnly.use_image is False
-    assert trainers.DropGenTrainer_anatomixDev.extractor_name == "anatomix-dev"
-    for epochs in (1, 5, 10, 50, 100, 250):
-        suffix = "1epoch" if epochs == 1 else f"{epochs}epochs"
-        assert getattr(trainers, f"DropGenTrainer_{suffix}").schedule.epochs == epochs
+def test_documented_names_cover_every_part_of_the_grammar() -> None:
+    joined = " ".join(DOCUMENTED)
+    for part in ("anatomixDev", "minimix", "p025", "p050", "p090", "noDropout", "featuresOnly", "1epoch", "quick"):
+        assert f"_{part}" in joined, f"README documents no trainer name with _{part}"
+    assert any(n.startswith("nnUNetTrainer_") for n in DOCUMENTED)
+    assert any(n.startswith("nnUNetTrainerDA5_") for n in DOCUMENTED)
+
+
+@pytest.mark.parametrize(
+    "name, extractor, p, use_image, schedule",
+    [
+        ("DropGenTrainer", "anatomix", 0.75, True, (None, None, None)),
+        ("DropGenTrainer_p025", "anatomix", 0.25, True, (None, None, None)),
+        ("DropGenTrainer_anatomixDev", "anatomix-dev", 0.75, True, (None, None, None)),
+        ("DropGenTrainer_noDropout", "anatomix", 0.0, True, (None, None, None)),
+        ("DropGenTrainer_featuresOnly", "anatomix", 0.0, False, (None, None, None)),
+        ("DropGenTrainer_p050_featuresOnly", "anatomix", 0.5, False, (None, None, None)),
+        ("DropGenTrainer_1epoch", "anatomix", 0.75, True, (1, None, None)),
+        ("DropGenTrainer_anatomixDev_p090_250epochs", "anatomix-dev", 0.9, True, (250, None, None)),
+        ("DropGenTrainer_quick", "anatomix", 0.75, True, (2, 4, 2)),
+    ],
+)
+def test_names_stand_for_their_settings(name, extractor, p, use_image, schedule) -> None:
+    variant = parse_dropgen_name(name)
+    assert (variant.extractor_name, variant.dropout_p, variant.use_image) == (extractor, p, use_image)
+    assert tuple(variant.schedule[:3]) == schedule
+    cls = getattr(trainers, name)
+    assert (cls.extractor_name, cls.dropout_p, cls.use_image, cls.schedule) == (
+        extractor,
+        p,
+        use_image,
+        variant.schedule,
+    )
+    assert issubclass(cls, DropGenTrainer) and cls.__name__ == name
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("DropGenTrainer_p07", "'p07' is unknown or out of order"),
+        ("DropGenTrainer_p100", "'p100' is unknown"),
+        ("DropGenTrainer_quick_p050", "'p050' is unknown or out of order"),
+        ("DropGenTrainer_p050_noDropout", "noDropout at once"),
+        ("DropGenTrainer_5epoch", "'5epoch' is unknown"),
+        ("DropGenTrainer_nosuchExtractor", "extractor one of anatomix, anatomixDev"),
+        ("nnUNetTrainer_fast", "not a schedule"),
+    ],
+)
+def test_malformed_names_say_why_and_hasattr_says_no(name: str, reason: str) -> None:
+    with pytest.raises(TrainerNameError, match=reason):
+        getattr(trainers, name)
+    assert not hasattr(trainers, name)  # nnU-Net's search goes on to the next module
+
+
+def test_the_same_name_is_the_same_class() -> None:
+    assert trainers.DropGenTrainer_p050_quick is trainers.DropGenTrainer_p050_quick
+
+
+def test_baselines_with_a_schedule_train_exactly_as_long() -> None:
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+    for schedule in ("demo", "quick"):
+        baseline = getattr(trainers, f"nnUNetTrainerDA5_{schedule}")
+        assert issubclass(baseline, nnUNetTrainerDA5) and baseline.schedule == NAMED_SCHEDULES[schedule]
+        assert getattr(trainers, f"DropGenTrainer_{schedule}").schedule == baseline.schedule
 
 
 def test_features_only_zeroes_the_image_and_drops_nothing() -> None:
@@ -80,28 +136,30 @@ def test_features_only_zeroes_the_image_and_drops_nothing() -> None:
 
 def test_anatomix_dev_variant_has_32_features() -> None:
     network = build(trainers.DropGenTrainer_anatomixDev)
-    assert network.feature_channels == 32 and network.spatial_multiple == 32
+    assert network.feature_channels == 32 and network.spec.spatial_multiple == 32
     assert stem_in_channels(network) == 1 + 32
 
 
 def test_multi_channel_gets_features_per_image_channel() -> None:
     network = build(DropGenTrainer, num_channels=2)
     assert (network.num_image_channels, network.num_extra_channels) == (2, 0)
-    assert stem_in_channels(network) == 2 + 2 * 16
-    assert len(network.dropout.channels) == 2 + 2 * 16
+    features = network.feature_channels
+    assert stem_in_channels(network) == 2 + 2 * features
+    assert len(network.dropout.channels) == 2 + 2 * features
 
 
 def test_cascade_one_hot_channels_are_neither_features_nor_dropped() -> None:
     network = build(DropGenTrainer, configuration="3d_cascade_fullres", deep_supervision=False)
     assert (network.num_image_channels, network.num_extra_channels) == (1, 2)  # 2 foreground labels
-    assert stem_in_channels(network) == 1 + 16 + 2
-    assert network.dropout.channels == tuple(range(17))
+    dropped = 1 + network.feature_channels
+    assert stem_in_channels(network) == dropped + 2
+    assert network.dropout.channels == tuple(range(dropped))
     network.train()
     seen = {}
     network.backbone.register_forward_pre_hook(lambda module, args: seen.setdefault("z", args[0].clone()))
     x = torch.randn(4, 3, 32, 32, 32)
     network(x)
-    assert torch.equal(seen["z"][:, 17:], x[:, 1:])
+    assert torch.equal(seen["z"][:, dropped:], x[:, 1:])
 
 
 def test_lowres_and_resenc_plans_build() -> None:
@@ -109,7 +167,7 @@ def test_lowres_and_resenc_plans_build() -> None:
     assert lowres(torch.randn(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
     resenc = build(DropGenTrainer, residual=True, deep_supervision=False).eval()
     assert type(resenc.backbone).__name__ == "ResidualEncoderUNet"
-    assert stem_in_channels(resenc) == 17
+    assert stem_in_channels(resenc) == 1 + resenc.feature_channels
     assert resenc(torch.randn(1, 1, 32, 32, 32)).shape == (1, 3, 32, 32, 32)
 
 
@@ -141,7 +199,7 @@ def test_network_is_the_same_for_training_and_inference_builds() -> None:
     assert torch.equal(trained.eval()(x), rebuilt.eval()(x))
 
 
-@pytest.mark.parametrize("name", trainers.__all__)
+@pytest.mark.parametrize("name", DOCUMENTED)
 def test_trainer_classes_pickle_by_reference(name: str) -> None:
     cls = getattr(trainers, name)
     assert pickle.loads(pickle.dumps(cls)) is cls

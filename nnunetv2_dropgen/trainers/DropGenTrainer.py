@@ -15,8 +15,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 from torch._dynamo import OptimizedModule
 
-from nnunetv2_dropgen.feature_extractors import get_extractor_spec, load_pretrained_weights
-from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network
+from nnunetv2_dropgen.feature_extractors import get_extractor_spec
+from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, load_extractor_weights
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
 from nnunetv2_dropgen.trainers.schedule import ScheduledTrainer
 
@@ -60,7 +60,7 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
             configuration_manager.network_arch_init_kwargs,
             configuration_manager.network_arch_init_kwargs_req_import,
             DropGenNetwork.backbone_input_channels(
-                layout.num_image_channels, spec.out_channels, layout.num_extra_channels
+                layout.num_image_channels, spec.feature_channels, layout.num_extra_channels
             ),
             num_output_channels,
             allow_init=True,
@@ -69,9 +69,9 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
         return build_dropgen_network(
             cls.extractor_name,
             backbone,
-            layout.num_image_channels,
-            cls.dropout_p,
-            layout.num_extra_channels,
+            num_image_channels=layout.num_image_channels,
+            p=cls.dropout_p,
+            num_extra_channels=layout.num_extra_channels,
             use_image=cls.use_image,
         )
 
@@ -84,16 +84,15 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
         return network
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
+        super().load_checkpoint(filename_or_checkpoint)  # the feature record inside refuses another pipeline
         self._extractor_weights_from_checkpoint = True
-        self.dropgen_network.extractor_weights = "from the checkpoint"
 
     def on_train_start(self) -> None:
         if not self.was_initialized:
             self.initialize()
         network = self.dropgen_network
         if not self._extractor_weights_from_checkpoint:
-            network.extractor_weights = load_pretrained_weights(self.extractor_name, network.extractor)
+            load_extractor_weights(network)
         self._log_dropgen_settings(network)
         super().on_train_start()
 
@@ -101,10 +100,13 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
         n_img, n_feat = network.num_image_channels, network.num_image_channels * network.feature_channels
         n_extra = network.num_extra_channels
         dropped = "image and feature channels" if network.use_image else "feature channels (images always zeroed)"
+        record, spec = network.record, network.spec
+        source = "from the checkpoint, originally " if self._extractor_weights_from_checkpoint else ""
         lines = [
-            f"DropGen: trainer {self.__class__.__name__}, extractor {self.extractor_name} "
-            f"({network.feature_channels} features per image channel, spatial multiple {network.spatial_multiple})",
-            f"DropGen: extractor weights {network.extractor_weights}",
+            f"DropGen: trainer {self.__class__.__name__}, extractor {spec.name} ({spec.feature_channels} features "
+            f"per image channel, spatial multiple {spec.spatial_multiple}, input {record.preprocessing}, output "
+            f"{record.normalization})",
+            f"DropGen: extractor weights {source}{record.weights_origin}; sha256 {record.weights_sha256}",
             f"DropGen: channel dropout p={network.p} on {dropped}, training only",
             f"DropGen: backbone input = {n_img} image + {n_feat} feature + {n_extra} extra (cascade) channels "
             f"= {n_img + n_feat + n_extra}",

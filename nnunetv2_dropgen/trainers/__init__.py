@@ -1,35 +1,21 @@
-"""nnU-Net trainers that train and predict with a DropGenNetwork (`-tr DropGenTrainer`)."""
+"""nnU-Net trainers that train and predict with a DropGenNetwork (`-tr DropGenTrainer`, and composed names).
+
+Besides `DropGenTrainer` itself, this module answers every name of the form described in `names`
+(e.g. `DropGenTrainer_minimix_p050_quick`, `nnUNetTrainer_demo`) with a class built on first use.
+"""
+
+from __future__ import annotations
 
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
-from nnunetv2_dropgen.trainers.variants import (
-    DropGenTrainer_1epoch,
-    DropGenTrainer_5epochs,
-    DropGenTrainer_10epochs,
-    DropGenTrainer_50epochs,
-    DropGenTrainer_100epochs,
-    DropGenTrainer_250epochs,
-    DropGenTrainer_anatomixDev,
-    DropGenTrainer_featuresOnly,
-    DropGenTrainer_noDropout,
-    DropGenTrainer_p025,
-    DropGenTrainer_p050,
-    DropGenTrainer_p090,
-    DropGenTrainer_quick,
-)
+from nnunetv2_dropgen.trainers.names import GRAMMAR, TrainerNameError, build_trainer_class, parse_dropgen_name
 
-__all__ = [
-    "DropGenTrainer",
-    "DropGenTrainer_1epoch",
-    "DropGenTrainer_5epochs",
-    "DropGenTrainer_10epochs",
-    "DropGenTrainer_50epochs",
-    "DropGenTrainer_100epochs",
-    "DropGenTrainer_250epochs",
-    "DropGenTrainer_anatomixDev",
-    "DropGenTrainer_featuresOnly",
-    "DropGenTrainer_noDropout",
-    "DropGenTrainer_p025",
-    "DropGenTrainer_p050",
-    "DropGenTrainer_p090",
-    "DropGenTrainer_quick",
-]
+__all__ = ["GRAMMAR", "DropGenTrainer", "TrainerNameError", "build_trainer_class", "parse_dropgen_name"]
+
+
+def __getattr__(name: str) -> type:
+    """A composed trainer name: built once, then the same class every time (so pickling finds it here)."""
+    if name.startswith("__"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    trainer = build_trainer_class(name)
+    globals()[name] = trainer
+    return trainer

@@ -22,7 +22,7 @@ def require_3d(configuration_manager: ConfigurationManager, configuration_name: 
         which = f"configuration {configuration_name!r}" if configuration_name else "this configuration"
         raise RuntimeError(
             f"DropGen needs a 3D configuration, but {which} is {dims}D (patch size "
-            f"{list(configuration_manager.patch_size)}): its feature extractor (anatomix) is a 3D network. "
+            f"{list(configuration_manager.patch_size)}): its feature extractors are 3D networks. "
             "Train with 3d_fullres (or 3d_lowres / 3d_cascade_fullres), e.g. "
             "`nnUNetv2_train DATASET 3d_fullres FOLD -tr DropGenTrainer`."
         )

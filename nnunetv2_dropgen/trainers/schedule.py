@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import torch
 
 
 class Schedule(NamedTuple):
-    """Epochs, training iterations per epoch, validation iterations per epoch; None keeps nnU-Net's value."""
+    """Epochs, training and validation iterations per epoch (None keeps nnU-Net's value), and whether the
+    final validation on the fold's validation cases runs (schedules for held-out test sets skip it)."""
 
     epochs: int | None = None
     iterations_per_epoch: int | None = None
     val_iterations_per_epoch: int | None = None
+    final_validation: bool = True
+
+
+NAMED_SCHEDULES: dict[str, Schedule] = {
+    "quick": Schedule(2, 4, 2),
+    "demoTiny": Schedule(1, 2, 1, final_validation=False),
+    "demo": Schedule(5, 40, 2, final_validation=False),
+    "demoGPU": Schedule(30, 100, 10, final_validation=False),
+}
+"""Schedules by trainer-name part. quick: a smoke test of a set-up (minutes on a CPU). demoTiny: the demo's
+CI smoke test. demo: 200 iterations, 4-9 minutes per trainer on 2 CPU cores. demoGPU: 3000 iterations.
+The demo ones train on fold 'all' and are scored on held-out test sets, so they skip the final validation."""
+
+_EPOCHS = re.compile(r"^(\d+)epochs?$")
+
+
+def schedule_from_token(token: str) -> Schedule | None:
+    """'quick', 'demo', ..., '1epoch', '<N>epochs' -> a Schedule; anything else -> None."""
+    if token in NAMED_SCHEDULES:
+        return NAMED_SCHEDULES[token]
+    match = _EPOCHS.match(token)
+    if match and int(match.group(1)) >= 1 and (token.endswith("s") == (int(match.group(1)) != 1)):
+        return Schedule(epochs=int(match.group(1)))
+    return None
 
 
 class ScheduledTrainer:
@@ -29,10 +55,16 @@ class ScheduledTrainer:
         device: torch.device = torch.device("cuda"),
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
-        epochs, iterations, val_iterations = self.schedule
+        epochs, iterations, val_iterations, _ = self.schedule
         if epochs is not None:
             self.num_epochs = epochs
         if iterations is not None:
             self.num_iterations_per_epoch = iterations
         if val_iterations is not None:
             self.num_val_iterations_per_epoch = val_iterations
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        if not self.schedule.final_validation:
+            self.print_to_log_file("Schedule without final validation: models are scored on held-out test sets.")
+            return
+        super().perform_actual_validation(save_probabilities)

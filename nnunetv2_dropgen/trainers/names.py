@@ -1,0 +1,112 @@
+"""Trainer names that compose: DropGenTrainer[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<schedule>].
+
+nnU-Net finds a trainer by `hasattr(module, name)` on each module it imports, so the trainer modules
+answer any well-formed name with a class built from it (PEP 562 module `__getattr__`). Everything that
+shapes the network is in the name, which nnU-Net stores in the results folder, so `nnUNetv2_predict -tr
+<name>` rebuilds exactly the trained network. The same schedules apply to nnU-Net's own baselines:
+`nnUNetTrainer_<schedule>` and `nnUNetTrainerDA5_<schedule>` train them for exactly as long.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+
+from nnunetv2_dropgen.feature_extractors import available_extractors, get_extractor_spec
+from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
+from nnunetv2_dropgen.trainers.schedule import NAMED_SCHEDULES, Schedule, ScheduledTrainer, schedule_from_token
+
+GRAMMAR = "DropGenTrainer[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<schedule>]"
+ABLATIONS = ("noDropout", "featuresOnly")
+"""noDropout: nothing dropped. featuresOnly: images always zeroed, no dropout unless a p<NNN> part asks for it."""
+_PROBABILITY = re.compile(r"^p(\d{3})$")
+BASELINES: dict[str, type[nnUNetTrainer]] = {"nnUNetTrainer": nnUNetTrainer, "nnUNetTrainerDA5": nnUNetTrainerDA5}
+"""nnU-Net's own trainers that take a schedule suffix, for comparisons of equal length."""
+
+
+class TrainerNameError(AttributeError):
+    """Not a composable trainer name; an AttributeError so `hasattr` (nnU-Net's search) just says no."""
+
+
+@dataclass(frozen=True)
+class DropGenVariant:
+    """The settings a DropGen trainer name stands for."""
+
+    extractor_name: str = DropGenTrainer.extractor_name
+    dropout_p: float = DropGenTrainer.dropout_p
+    use_image: bool = True
+    schedule: Schedule = Schedule()
+
+
+def parse_dropgen_name(name: str) -> DropGenVariant:
+    """Read a DropGen trainer name; parts must come in the documented order, each at most once."""
+    prefix, *tokens = name.split("_")
+    if prefix != "DropGenTrainer":
+        raise TrainerNameError(f"{name!r} does not start with 'DropGenTrainer'.")
+    extractors = {get_extractor_spec(n).trainer_token: n for n in available_extractors()}
+    categories: list[tuple[str, Callable[[str], bool]]] = [
+        ("extractor", extractors.__contains__),
+        ("p", lambda t: _probability(t) is not None),
+        ("ablation", ABLATIONS.__contains__),
+        ("schedule", lambda t: schedule_from_token(t) is not None),
+    ]
+    parts: dict[str, str] = {}
+    position = 0
+    for token in tokens:
+        index = next((i for i in range(position, len(categories)) if categories[i][1](token)), None)
+        if index is None:
+            raise TrainerNameError(_unknown_part(name, token, extractors))
+        parts[categories[index][0]] = token
+        position = index + 1
+    ablation = parts.get("ablation")
+    p = _probability(parts["p"]) if "p" in parts else None
+    if ablation == "noDropout" and p is not None:
+        raise TrainerNameError(f"{name!r} asks for dropout {parts['p']} and noDropout at once; keep one.")
+    return DropGenVariant(
+        extractor_name=extractors[parts["extractor"]] if "extractor" in parts else DropGenTrainer.extractor_name,
+        dropout_p=p if p is not None else (0.0 if ablation else DropGenTrainer.dropout_p),
+        use_image=ablation != "featuresOnly",
+        schedule=schedule_from_token(parts["schedule"]) if "schedule" in parts else Schedule(),
+    )
+
+
+def _probability(token: str) -> float | None:
+    match = _PROBABILITY.match(token)
+    if not match or int(match.group(1)) >= 100:
+        return None
+    return int(match.group(1)) / 100
+
+
+def _unknown_part(name: str, token: str, extractors: dict[str, str]) -> str:
+    schedules = ", ".join([*NAMED_SCHEDULES, "1epoch", "<N>epochs"])
+    return (
+        f"{name!r} is not a DropGen trainer name: {token!r} is unknown or out of order. Names are {GRAMMAR}, "
+        f"parts in that order: extractor one of {', '.join(sorted(extractors))}; p<NNN> a dropout probability in "
+        f"hundredths (p050 = 0.5); ablation noDropout or featuresOnly; schedule one of {schedules}."
+    )
+
+
+def build_trainer_class(name: str) -> type[nnUNetTrainer]:
+    """The trainer class `name` stands for (a DropGen variant, or a baseline with a schedule)."""
+    prefix, _, rest = name.partition("_")
+    if prefix in BASELINES and rest:
+        schedule = schedule_from_token(rest)
+        if schedule is None:
+            raise TrainerNameError(f"{name!r}: {rest!r} is not a schedule ({', '.join(NAMED_SCHEDULES)}, <N>epochs).")
+        attributes: dict = {"schedule": schedule, "__doc__": f"{prefix} with the {rest!r} schedule."}
+        bases: tuple[type, ...] = (ScheduledTrainer, BASELINES[prefix])
+    else:
+        variant = parse_dropgen_name(name)
+        attributes = {**variant.__dict__, "__doc__": _describe(variant)}
+        bases = (DropGenTrainer,)
+    attributes.update(__module__="nnunetv2_dropgen.trainers", __qualname__=name)
+    return type(name, bases, attributes)
+
+
+def _describe(variant: DropGenVariant) -> str:
+    images = "image and feature channels" if variant.use_image else "feature channels (images always zeroed)"
+    return f"DropGen with {variant.extractor_name} features, channel dropout p={variant.dropout_p} on {images}."
