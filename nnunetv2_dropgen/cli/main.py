@@ -6,16 +6,23 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from nnunetv2_dropgen.cli import demo_command, setup_commands, synthetic_command, weights_commands
+from nnunetv2_dropgen.cli import (
+    demo_command,
+    pretrain_command,
+    setup_commands,
+    synthetic_command,
+    weights_commands,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnunetv2_dropgen",
-        description="DropGen for nnU-Net v2: manage extractor weights, find the trainers, check the set-up.",
+        description="DropGen for nnU-Net v2: find the trainers, check the set-up, manage and pretrain extractor "
+        "weights, run the demo.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (setup_commands, weights_commands, synthetic_command, demo_command):
+    for module in (setup_commands, weights_commands, pretrain_command, synthetic_command, demo_command):
         module.register(subparsers)
     return parser
 
