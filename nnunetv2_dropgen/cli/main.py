@@ -8,8 +8,10 @@ from collections.abc import Sequence
 
 from nnunetv2_dropgen.cli import (
     demo_command,
+    evaluate_command,
     pretrain_command,
     setup_commands,
+    splits_command,
     synthetic_command,
     weights_commands,
 )
@@ -19,10 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnunetv2_dropgen",
         description="DropGen for nnU-Net v2: find the trainers, check the set-up, manage and pretrain extractor "
-        "weights, run the demo.",
+        "weights, make splits, evaluate models on test sites, run the demo.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (setup_commands, weights_commands, pretrain_command, synthetic_command, demo_command):
+    commands = (setup_commands, weights_commands, pretrain_command, synthetic_command, splits_command, evaluate_command)
+    for module in (*commands, demo_command):
         module.register(subparsers)
     return parser
 

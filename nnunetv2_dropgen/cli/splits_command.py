@@ -1,0 +1,90 @@
+"""`nnunetv2_dropgen splits`: nnU-Net's splits_final.json for few-shot training and leave-one-site-out folds."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from nnunetv2_dropgen.evaluation.splits import NNUNET_FOLDS, NNUNET_SEED, SITES_FILE, SPLITS_FILE
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `splits` command."""
+    parser = subparsers.add_parser(
+        "splits",
+        help="write splits_final.json: few-shot folds (--few-shot N) or leave-one-site-out folds (--by-site)",
+        description=f"Write nnU-Net's {SPLITS_FILE} in nnUNet_preprocessed/DatasetXXX. --few-shot N: nnU-Net's "
+        "own cross-validation folds (same validation cases), each training on N cases drawn from that fold's "
+        "training cases. --by-site sites.csv: one fold per site, validating on it and training on the other "
+        f"sites (combinable with --few-shot); which fold is which site is printed and written to {SITES_FILE}. "
+        "Case ids are read from the raw dataset, so this works before or after nnUNetv2_plan_and_preprocess.",
+    )
+    parser.add_argument("-d", dest="dataset", required=True, help="dataset name or id")
+    parser.add_argument("--few-shot", type=int, metavar="N", help="training cases per fold")
+    parser.add_argument(
+        "--by-site", type=Path, metavar="SITES_CSV", help="CSV with 'case id, site' rows: leave-one-site-out folds"
+    )
+    parser.add_argument(
+        "--folds", type=int, help=f"number of folds for --few-shot (default: {NNUNET_FOLDS}, as nnU-Net)"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=NNUNET_SEED,
+        help=f"seed of the fold split and of the few-shot draw (default: {NNUNET_SEED}, nnU-Net's)",
+    )
+    parser.add_argument("--force", action="store_true", help=f"replace an existing {SPLITS_FILE} (a backup is kept)")
+    parser.set_defaults(func=_splits)
+
+
+def _splits(args: argparse.Namespace) -> int:
+    """Write the split and say which fold is what; bad input is one sentence on stderr, exit code 1."""
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunetv2_dropgen.evaluation import splits as s
+
+    try:
+        if args.few_shot is None and args.by_site is None:
+            raise s.SplitsError("Say which split to write: --few-shot N, --by-site sites.csv, or both.")
+        if args.by_site is not None and args.folds is not None:
+            raise s.SplitsError("--by-site makes one fold per site; leave out --folds.")
+        preprocessed_root = os.environ.get("nnUNet_preprocessed")
+        if not preprocessed_root:
+            raise s.SplitsError(
+                "nnUNet_preprocessed is not set; nnU-Net reads splits_final.json from there: "
+                "export nnUNet_preprocessed=/path/to/nnUNet_preprocessed."
+            )
+        try:
+            dataset = maybe_convert_to_dataset_name(args.dataset)
+        except (RuntimeError, ValueError):
+            raise s.SplitsError(
+                f"nnU-Net finds no dataset {args.dataset!r} in nnUNet_raw ({os.environ.get('nnUNet_raw')}) or "
+                f"nnUNet_preprocessed ({preprocessed_root}); check -d and those variables."
+            ) from None
+        raw_root = os.environ.get("nnUNet_raw")
+        preprocessed = Path(preprocessed_root) / dataset
+        cases = s.dataset_case_ids(Path(raw_root) / dataset if raw_root else None, preprocessed)
+        if args.by_site is not None:
+            sites = s.read_sites(args.by_site, cases)
+            splits = s.site_splits(cases, sites, args.few_shot, args.seed)
+            record = {"sites_csv": str(args.by_site.resolve()), "few_shot": args.few_shot, "seed": args.seed}
+        else:
+            sites = None
+            splits = s.few_shot_splits(cases, args.few_shot, args.folds or s.NNUNET_FOLDS, args.seed)
+            record = None
+        target, backups, changed = s.write_splits(preprocessed, splits, args.force, record)
+    except s.SplitsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for backup in backups:
+        print(f"Kept the previous file as {backup}")
+    done = "Wrote" if changed else "Unchanged (it already holds this split):"
+    print(f"{done} {target} ({len(splits.folds)} folds of {len(cases)} training cases):")
+    for line in s.describe(splits, sites):
+        print(f"  {line}")
+    if splits.sites is not None:
+        print(f"Fold-to-site mapping: {target.with_name(s.SITES_FILE)}")
+    print(f"Train fold F with: nnUNetv2_train {dataset} 3d_fullres F -tr <trainer>")
+    return 0

@@ -1,0 +1,296 @@
+"""Trained nnU-Net models x named test sets -> predictions, nnU-Net's metrics, a table and a figure.
+
+Everything a run could trip over (models, trainer classes, test sets, options) is checked before the first
+prediction, so bad input costs nothing. Predictions are kept under `out/predictions/<model>/<test set>/`
+and reused by the next run (see `predict`), so an interrupted evaluation resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+from tqdm import tqdm
+
+from nnunetv2_dropgen.evaluation.errors import EvaluationError
+from nnunetv2_dropgen.evaluation.figure import SliceRow, best_slice, save_figure
+from nnunetv2_dropgen.evaluation.files import write_json_atomic, write_text_atomic
+from nnunetv2_dropgen.evaluation.metrics import (
+    DiceStats,
+    current_summary,
+    dice_statistics,
+    label_names,
+    score_folder,
+)
+from nnunetv2_dropgen.evaluation.models import (
+    ModelSpec,
+    TrainedModel,
+    check_trainer_found,
+    locate_models,
+    trainer_search_path,
+)
+from nnunetv2_dropgen.evaluation.predict import (
+    PredictionSettings,
+    cases_to_predict,
+    check_prediction_folder,
+    load_predictor,
+    predict_cases,
+    prediction_folder,
+)
+from nnunetv2_dropgen.evaluation.report import EvaluationTable, to_csv, to_dict, to_markdown
+from nnunetv2_dropgen.evaluation.test_sets import TestSet, check_names, check_test_set, discover_test_sets
+
+OUT_FOLDER = "evaluation"
+"""Default output folder, inside nnUNet_results/DatasetXXX_Name (beside the models it evaluates)."""
+TABLE_STEM = "dice"
+
+SlicePanels = Callable[[TestSet, np.ndarray, int], Sequence[tuple[str, np.ndarray]]]
+"""(test set, image (channels, *spatial), slice index) -> extra figure panels (title, 2D array)."""
+
+
+@dataclass(frozen=True)
+class EvaluationRequest:
+    """What to evaluate; test_sets None: every imagesTs*/labelsTs* pair of the raw dataset."""
+
+    dataset: str | int
+    models: Sequence[ModelSpec]
+    test_sets: Sequence[TestSet] | None = None
+    baseline: str | None = None
+    """A model's name in the table or its trainer; default: the first model."""
+    out: Path | None = None
+    """Default: nnUNet_results/DatasetXXX_Name/evaluation."""
+    overwrite: bool = False
+    prediction: PredictionSettings = field(default_factory=PredictionSettings)
+    in_domain: Sequence[str] = ()
+    figure_name: str = f"{TABLE_STEM}.png"
+    title: str | None = None
+    slice_panels: SlicePanels | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    table: EvaluationTable
+    markdown: str
+    files: dict[str, Path]
+    """'markdown', 'csv', 'json' and 'figure' -> the file written."""
+    models: list[TrainedModel]
+    test_sets: list[TestSet]
+    predicted: dict[tuple[str, str], int]
+    """(model name, test set) -> cases predicted in this run (0: all reused)."""
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything checked, nothing written yet."""
+
+    dataset: str
+    models: list[TrainedModel]
+    test_sets: list[TestSet]
+    baseline: str
+    out: Path
+    dataset_json: dict
+    label_manager: LabelManager
+    reader: BaseReaderWriter
+    notes: list[str]
+
+
+def _environment_folder(name: str) -> Path:
+    value = os.environ.get(name)
+    if not value:
+        raise EvaluationError(f"{name} is not set; nnU-Net needs it: export {name}=/path/to/{name}.")
+    return Path(value)
+
+
+def _dataset_name(dataset: str | int) -> str:
+    try:
+        return maybe_convert_to_dataset_name(dataset)
+    except (RuntimeError, ValueError):
+        raise EvaluationError(
+            f"nnU-Net finds no dataset {dataset!r} in nnUNet_raw ({os.environ.get('nnUNet_raw')}), "
+            f"nnUNet_preprocessed ({os.environ.get('nnUNet_preprocessed')}) or nnUNet_results "
+            f"({os.environ.get('nnUNet_results')}); check -d and those variables."
+        ) from None
+
+
+def _dataset_json(models: Sequence[TrainedModel]) -> dict:
+    """The dataset.json the models were trained with; all models must agree on labels, channels and files."""
+    contents = [json.loads((m.folder / "dataset.json").read_text()) for m in models]
+    keys = ("labels", "file_ending", "channel_names")
+    for model, content in zip(models[1:], contents[1:], strict=True):
+        differing = [k for k in keys if content.get(k) != contents[0].get(k)]
+        if differing:
+            raise EvaluationError(
+                f"{model.label} and {models[0].label} were trained with different {', '.join(differing)} in their "
+                "dataset.json, so one table cannot compare them; evaluate them separately."
+            )
+    return contents[0]
+
+
+def _baseline(models: Sequence[TrainedModel], requested: str | None) -> str:
+    if requested is None:
+        return models[0].label
+    for model in models:
+        if requested in (model.label, model.spec.trainer, model.folder.name):
+            return model.label
+    raise EvaluationError(
+        f"The baseline {requested!r} is not one of the evaluated models ({', '.join(m.label for m in models)}); "
+        "name one of them with --baseline."
+    )
+
+
+def _plan(request: EvaluationRequest, notes: list[str]) -> _Plan:
+    """Check everything and decide what goes where; raises EvaluationError with a sentence, writes nothing."""
+    results = _environment_folder("nnUNet_results")
+    dataset = _dataset_name(request.dataset)
+    models = locate_models(results / dataset, request.models)
+    for model in models:
+        check_trainer_found(model)
+    dataset_json = _dataset_json(models)
+    label_manager = PlansManager(str(models[0].folder / "plans.json")).get_label_manager(dataset_json)
+    file_ending = dataset_json["file_ending"]
+
+    if request.test_sets is None:
+        raw = Path(os.environ.get("nnUNet_raw") or "") / dataset
+        if not os.environ.get("nnUNet_raw") or not raw.is_dir():
+            raise EvaluationError(
+                f"No test sets were named and the raw dataset {raw} is not there to look for imagesTs*/labelsTs* "
+                "folders; set nnUNet_raw, or name test sets with --test-set NAME IMAGES_FOLDER LABELS_FOLDER."
+            )
+        test_sets, discovery_notes = discover_test_sets(raw)
+        notes += discovery_notes
+    else:
+        test_sets = list(request.test_sets)
+        if not test_sets:
+            raise EvaluationError("No test set to evaluate on: name at least one with --test-set.")
+    check_names(test_sets)
+    unknown = [name for name in request.in_domain if name not in {t.name for t in test_sets}]
+    if unknown:
+        raise EvaluationError(
+            f"--in-domain names {', '.join(unknown)}, which is not a test set here "
+            f"({', '.join(t.name for t in test_sets)})."
+        )
+    examples = (next(t.images.glob(f"*_0000{file_ending}"), None) for t in test_sets if t.images.is_dir())
+    example = next((str(e) for e in examples if e is not None), None)
+    reader = determine_reader_writer_from_dataset_json(dataset_json, example, verbose=False)()
+    checked = [check_test_set(test_set, dataset_json, reader, label_manager) for test_set in test_sets]
+
+    out = (request.out or results / dataset / OUT_FOLDER).resolve()
+    for model in models:
+        for test_set in checked:
+            check_prediction_folder(prediction_folder(out, model, test_set), test_set, file_ending)
+    baseline = _baseline(models, request.baseline)
+    return _Plan(dataset, models, checked, baseline, out, dataset_json, label_manager, reader, notes)
+
+
+def _example_row(plan: _Plan, test_set: TestSet, panels: SlicePanels | None) -> SliceRow:
+    """The first case of a test set at the slice with the most foreground."""
+    file_ending = plan.dataset_json["file_ending"]
+    case = test_set.cases[0]
+    ground_truth = plan.reader.read_seg(str(test_set.labels / f"{case}{file_ending}"))[0][0]
+    index = best_slice(ground_truth)
+    image, _ = plan.reader.read_images([str(test_set.images / f"{case}_0000{file_ending}")])
+    predictions = [
+        plan.reader.read_seg(str(prediction_folder(plan.out, m, test_set) / f"{case}{file_ending}"))[0][0][index]
+        for m in plan.models
+    ]
+    extra = list(panels(test_set, image, index)) if panels is not None else []
+    return SliceRow(test_set.name, case, index, image[0][index], predictions, ground_truth[index], extra)
+
+
+def run_evaluation(request: EvaluationRequest, say: Callable[[str], None] = tqdm.write) -> EvaluationResult:
+    """Predict what is missing, score every (model, test set) with nnU-Net, write table and figure.
+
+    nnU-Net finds trainers through nnUNet_extTrainer; the DropGen trainers' folder is added for the run.
+    """
+    with trainer_search_path() as note:
+        plan = _plan(request, [note] if note else [])
+        for line in plan.notes:
+            say(line)
+        return _run(request, plan)
+
+
+def _run(request: EvaluationRequest, plan: _Plan) -> EvaluationResult:
+    file_ending = plan.dataset_json["file_ending"]
+    names = label_names(plan.dataset_json, plan.label_manager)
+    logs = plan.out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    dice: dict[str, dict[str, dict[str, DiceStats]]] = {t.name: {} for t in plan.test_sets}
+    predicted: dict[tuple[str, str], int] = {}
+    pairs = [(m, t) for m in plan.models for t in plan.test_sets]
+    with tqdm(total=len(pairs), desc="evaluate", unit="set", disable=None) as progress:
+        for model in plan.models:
+            predictor = None
+            with open(logs / f"predict_{model.identifier}.log", "a") as log:
+                for test_set in plan.test_sets:
+                    progress.set_postfix_str(f"{model.label} on {test_set.name}")
+                    folder = prediction_folder(plan.out, model, test_set)
+                    cases = cases_to_predict(
+                        folder, model, test_set, file_ending, request.prediction, request.overwrite
+                    )
+                    if cases:
+                        predictor = predictor or load_predictor(model, request.prediction, log)
+                        predict_cases(
+                            predictor, model, test_set, cases, folder, plan.dataset_json, request.prediction, log
+                        )
+                    predicted[(model.label, test_set.name)] = len(cases)
+                    summary = (
+                        None
+                        if cases
+                        else current_summary(test_set.labels, folder, test_set.cases, file_ending, list(names))
+                    )
+                    if summary is None:
+                        summary = score_folder(test_set.labels, folder, file_ending, plan.reader, plan.label_manager)
+                    dice[test_set.name][model.label] = dice_statistics(summary, names)
+                    progress.update()
+
+    table = EvaluationTable(
+        models=tuple(m.label for m in plan.models),
+        baseline=plan.baseline,
+        test_sets=tuple(t.name for t in plan.test_sets),
+        labels=tuple(names.values()),
+        dice=dice,
+        in_domain=tuple(request.in_domain),
+    )
+    markdown = to_markdown(table)
+    files = {
+        "markdown": write_text_atomic(plan.out / f"{TABLE_STEM}.md", markdown + "\n"),
+        "csv": write_text_atomic(plan.out / f"{TABLE_STEM}.csv", to_csv(table)),
+        "json": write_json_atomic(plan.out / f"{TABLE_STEM}.json", _json(plan, table)),
+    }
+    rows = [_example_row(plan, t, request.slice_panels) for t in plan.test_sets]
+    title = request.title or f"{plan.dataset}: Dice per test set (baseline {plan.baseline})"
+    files["figure"] = save_figure(
+        plan.out / request.figure_name, rows, table, int(max(plan.label_manager.all_labels)), title
+    )
+    return EvaluationResult(table, markdown, files, plan.models, plan.test_sets, predicted, plan.notes)
+
+
+def _json(plan: _Plan, table: EvaluationTable) -> dict:
+    models = [
+        {
+            "name": m.label,
+            "trainer": m.spec.trainer,
+            "plans": m.spec.plans,
+            "configuration": m.spec.configuration,
+            "folds": list(m.folds),
+            "checkpoint": m.spec.checkpoint,
+            "folder": str(m.folder),
+            "predictions": str(plan.out / "predictions" / m.identifier),
+        }
+        for m in plan.models
+    ]
+    test_sets = [
+        {"name": t.name, "images": str(t.images), "labels": str(t.labels), "cases": list(t.cases)}
+        for t in plan.test_sets
+    ]
+    return {"dataset": plan.dataset, "model_details": models, "test_set_details": test_sets, **to_dict(table)}

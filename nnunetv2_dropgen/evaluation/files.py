@@ -1,0 +1,31 @@
+"""Atomic writes: a reader (or a second run after a kill) sees the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write `text` to a temporary name in the same folder, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+    return path
+
+
+def write_json_atomic(path: Path, content: object) -> Path:
+    """JSON with NaN written as null (strict JSON has no NaN), atomically."""
+    return write_text_atomic(path, json.dumps(_no_nan(content), indent=2, allow_nan=False) + "\n")
+
+
+def _no_nan(value: object) -> object:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    return value

@@ -1,0 +1,126 @@
+"""Score a folder of predictions with nnU-Net's own evaluation, and summarize its Dice per label and overall.
+
+The labels (or regions) and the ignore label come from nnU-Net's LabelManager for the model's plans and
+dataset.json, exactly as nnU-Net's validation scores them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from nnunetv2.configuration import default_num_processes
+from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder, load_summary_json
+from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+SUMMARY_FILE = "summary.json"
+FOREGROUND = "foreground mean"
+"""Name of nnU-Net's foreground mean (the mean over labels of each label's mean over cases) in tables."""
+
+LabelOrRegion = int | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class DiceStats:
+    """Dice of one label over the cases of a test set: mean and spread (standard deviation) over cases."""
+
+    mean: float
+    std: float
+    num_cases: int
+
+
+def scored_labels(label_manager: LabelManager) -> list[LabelOrRegion]:
+    """What nnU-Net's validation scores: foreground regions for region-based training, else foreground labels."""
+    if label_manager.has_regions:
+        return [
+            tuple(int(v) for v in r) if isinstance(r, list | tuple) else int(r)
+            for r in label_manager.foreground_regions
+        ]
+    return [int(label) for label in label_manager.foreground_labels]
+
+
+def label_names(dataset_json: Mapping, label_manager: LabelManager) -> dict[LabelOrRegion, str]:
+    """dataset.json's name of each scored label or region, e.g. {1: 'liver'} or {(1, 2): 'whole tumor'}."""
+    by_value: dict[LabelOrRegion, str] = {}
+    for name, value in dataset_json["labels"].items():
+        key = tuple(value) if isinstance(value, list | tuple) else int(value)
+        if isinstance(key, tuple) and len(key) == 1 and not label_manager.has_regions:
+            key = key[0]
+        by_value.setdefault(key, name)
+    return {key: by_value.get(key, str(key)) for key in scored_labels(label_manager)}
+
+
+def score_folder(
+    reference: Path, predictions: Path, file_ending: str, reader: BaseReaderWriter, label_manager: LabelManager
+) -> dict:
+    """nnU-Net's compute_metrics_on_folder on one prediction folder; it also writes its summary.json there."""
+    num_cases = sum(1 for p in predictions.iterdir() if p.name.endswith(file_ending))
+    return compute_metrics_on_folder(
+        str(reference),
+        str(predictions),
+        str(predictions / SUMMARY_FILE),
+        reader,
+        file_ending,
+        scored_labels(label_manager),
+        label_manager.ignore_label,
+        num_processes=max(1, min(default_num_processes, num_cases)),
+        chill=False,
+    )
+
+
+def _changed_ns(path: Path) -> int:
+    stat = path.stat()
+    return max(stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def current_summary(
+    reference: Path, predictions: Path, cases: Sequence[str], file_ending: str, labels: Sequence[LabelOrRegion]
+) -> dict | None:
+    """The summary.json of an earlier run if it scored exactly these cases and labels and no file changed since."""
+    summary_file = predictions / SUMMARY_FILE
+    files = [folder / f"{case}{file_ending}" for case in cases for folder in (reference, predictions)]
+    if not summary_file.is_file() or not all(f.is_file() for f in files):
+        return None
+    if _changed_ns(summary_file) < max(_changed_ns(f) for f in files):
+        return None
+    try:
+        summary = load_summary_json(str(summary_file))
+        scored = {Path(entry["prediction_file"]).name for entry in summary["metric_per_case"]}
+        keys = [set(entry["metrics"]) for entry in summary["metric_per_case"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if scored != {f"{case}{file_ending}" for case in cases} or any(k != set(labels) for k in keys):
+        return None
+    return summary
+
+
+def _stats(mean: float, per_case: list[float]) -> DiceStats:
+    """Spread over cases: the standard deviation of the finite values; NaN for fewer than two (no spread to show)."""
+    values = np.asarray(per_case, dtype=float)
+    finite = values[~np.isnan(values)]
+    std = float(np.std(finite)) if finite.size > 1 else math.nan
+    return DiceStats(float(mean), std, len(per_case))
+
+
+def dice_statistics(summary: dict, labels: Mapping[LabelOrRegion, str]) -> dict[str, DiceStats]:
+    """Dice per label name and FOREGROUND from nnU-Net's summary.
+
+    Means are nnU-Net's own (`mean`, `foreground_mean`); the spread is the standard deviation over cases of
+    the per-case Dice (for FOREGROUND: of each case's mean over labels). nnU-Net gives a label absent from both
+    reference and prediction a Dice of NaN; such cases are left out, as nnU-Net's means leave them out.
+    """
+    cases = [entry["metrics"] for entry in summary["metric_per_case"]]
+    stats = {
+        name: _stats(summary["mean"][key]["Dice"], [case[key]["Dice"] for case in cases])
+        for key, name in labels.items()
+    }
+    per_case_foreground = []
+    for case in cases:
+        values = [case[key]["Dice"] for key in labels if not math.isnan(case[key]["Dice"])]
+        per_case_foreground.append(float(np.mean(values)) if values else math.nan)
+    stats[FOREGROUND] = _stats(summary["foreground_mean"]["Dice"], per_case_foreground)
+    return stats

@@ -1,0 +1,442 @@
+"""`nnunetv2_dropgen evaluate`: the table, the figure, resuming, and every bad input stopping before anything runs.
+
+The fast tests use model folders made by hand (plans, dataset.json, empty checkpoints): everything they
+check happens before a checkpoint is opened. The end-to-end tests train two real models with the demo's
+tiny schedule on a tiny synthetic dataset (once per module) and evaluate them on two test sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from _core_helpers import FIXTURES, requires_fixtures
+from _plans import make_plans
+from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+from nnunetv2_dropgen.cli import evaluate_command
+from nnunetv2_dropgen.evaluation import EvaluationRequest, ModelSpec, TestSet, run_evaluation
+from nnunetv2_dropgen.evaluation.figure import DPI, figure_inches
+from nnunetv2_dropgen.evaluation.files import write_json_atomic
+from nnunetv2_dropgen.evaluation.metrics import FOREGROUND, DiceStats, dice_statistics, label_names
+from nnunetv2_dropgen.evaluation.models import locate_model
+from nnunetv2_dropgen.evaluation.predict import SOURCE_FILE, PredictionSettings, cases_to_predict, prediction_source
+from nnunetv2_dropgen.evaluation.report import HELD_OUT_MEAN_ROW, EvaluationTable, to_csv, to_dict, to_markdown
+from nnunetv2_dropgen.evaluation.test_sets import discover_test_sets
+from nnunetv2_dropgen.synthetic import generate_dataset
+
+FAST_ID, E2E_ID = 960, 961
+BASELINE, DROPGEN = "nnUNetTrainer_demoTiny", "DropGenTrainer_demoTiny"
+MODEL_FOLDER = "{}__nnUNetPlans__3d_fullres"
+
+
+def evaluate_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser()
+    evaluate_command.register(parser.add_subparsers())
+    args = parser.parse_args(["evaluate", *argv])
+    return args.func(args)
+
+
+def error_of(capsys: pytest.CaptureFixture[str]) -> str:
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "\n" not in error, error
+    return error
+
+
+# --- fast: hand-made model folders ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A raw synthetic dataset with two test sets and a 'trained' nnUNetTrainer folder (fold all, empty checkpoint)."""
+    folders = {name: tmp_path / name for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}
+    for name, folder in folders.items():
+        folder.mkdir()
+        monkeypatch.setenv(name, str(folder))
+    raw = generate_dataset(
+        folders["nnUNet_raw"], dataset_id=FAST_ID, name="EvalFast", num_train=1, num_test_per_domain=2,
+        shape=(16, 16, 16), domains=["inverted"],
+    )  # fmt: skip
+    model = folders["nnUNet_results"] / raw.name / MODEL_FOLDER.format("nnUNetTrainer")
+    (model / "fold_all").mkdir(parents=True)
+    (model / "fold_all" / "checkpoint_final.pth").touch()
+    (model / "plans.json").write_text(json.dumps(make_plans()))
+    shutil.copy(raw / "dataset.json", model / "dataset.json")
+    return {"raw": raw, "model": model, "out": tmp_path / "out", "tmp": tmp_path}
+
+
+def copy_test_set(fake: dict[str, Path], name: str = "source") -> tuple[Path, Path]:
+    images, labels = fake["tmp"] / "images", fake["tmp"] / "labels"
+    shutil.copytree(fake["raw"] / f"imagesTs_{name}", images)
+    shutil.copytree(fake["raw"] / f"labelsTs_{name}", labels)
+    return images, labels
+
+
+def write_label(path: Path, value: int) -> None:
+    array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    array[0, 0, 0] = value
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+
+
+def test_default_test_sets_are_the_imagests_labelsts_pairs(tmp_path: Path) -> None:
+    for folder in ("imagesTs", "labelsTs", "imagesTs_siteB", "labelsTs_siteB", "imagesTs_unlabelled", "imagesTr"):
+        (tmp_path / folder).mkdir()
+    test_sets, notes = discover_test_sets(tmp_path)
+    assert [(t.name, t.images.name, t.labels.name) for t in test_sets] == [
+        ("Ts", "imagesTs", "labelsTs"),
+        ("siteB", "imagesTs_siteB", "labelsTs_siteB"),
+    ]
+    assert notes == ["imagesTs_unlabelled has no labelsTs_unlabelled beside it, so it cannot be scored: skipped."]
+
+
+def test_a_missing_model_says_what_was_looked_for_and_what_exists(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "DropGenTrainer", "--out", str(fake["out"])) == 1
+    error = error_of(capsys)
+    looked_for = fake["model"].parent / MODEL_FOLDER.format("DropGenTrainer")
+    assert f"No trained model for -tr DropGenTrainer -p nnUNetPlans -c 3d_fullres: {looked_for} does not exist" in error
+    assert "-tr nnUNetTrainer -p nnUNetPlans -c 3d_fullres (folds all)" in error
+    assert not fake["out"].exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-f", "0"], "fold(s) 0 have no checkpoint_final.pth in"),
+        (["-chk", "checkpoint_best.pth"], "has no fold with checkpoint_best.pth"),
+        (["-c", "2d"], "No trained model for -tr nnUNetTrainer -p nnUNetPlans -c 2d"),
+        (["-f", "one"], "Fold 'one' is neither a number nor 'all'"),
+        (["--baseline", "DropGenTrainer"], "The baseline 'DropGenTrainer' is not one of the evaluated models"),
+        (["--in-domain", "siteZ"], "--in-domain names siteZ, which is not a test set here (inverted, source)"),
+    ],
+)
+def test_bad_options_are_one_sentence_and_write_nothing(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--out", str(fake["out"]), *argv) == 1
+    assert expected in error_of(capsys)
+    assert not fake["out"].exists()
+
+
+def break_missing_label(images: Path, labels: Path) -> str:
+    (labels / "test_001.nii.gz").unlink()
+    return f"case(s) test_001 have images but no label file in {labels}"
+
+
+def break_extra_label(images: Path, labels: Path) -> str:
+    shutil.copy(labels / "test_001.nii.gz", labels / "test_009.nii.gz")
+    return f"label file(s) of case(s) test_009 have no images in {images}"
+
+
+def break_label_value(images: Path, labels: Path) -> str:
+    write_label(labels / "test_000.nii.gz", 7)
+    return "contains label value(s) 7 (in case(s) test_000) that the model's dataset.json does not define (it defines 0"
+
+
+def break_channels(images: Path, labels: Path) -> str:
+    shutil.copy(images / "test_000_0000.nii.gz", images / "test_000_0001.nii.gz")
+    return f"names 1 image channel(s) (_0000 to _0000), but in {images} case test_000 has channel(s) _0000, _0001"
+
+
+def break_naming(images: Path, labels: Path) -> str:
+    (images / "test_000_0000.nii.gz").rename(images / "test_000.nii.gz")
+    return "test_000.nii.gz in"
+
+
+def break_labels_folder(images: Path, labels: Path) -> str:
+    shutil.rmtree(labels)
+    return f"the labels folder {labels} does not exist (a test set needs ground truth to be scored)"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [break_missing_label, break_extra_label, break_label_value, break_channels, break_naming, break_labels_folder],
+)
+def test_a_bad_test_set_is_one_sentence_before_anything_runs(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str], damage
+) -> None:
+    images, labels = copy_test_set(fake)
+    expected = damage(images, labels)
+    argv = ["-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--out", str(fake["out"])]
+    assert evaluate_cli(*argv, "--test-set", "mine", str(images), str(labels)) == 1
+    error = error_of(capsys)
+    assert expected in error and "Test set 'mine'" in error
+    assert not fake["out"].exists()
+
+
+def test_test_set_names_must_be_usable_as_folder_names(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, labels = copy_test_set(fake)
+    argv = ["-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--out", str(fake["out"])]
+    assert evaluate_cli(*argv, "--test-set", "../up", str(images), str(labels)) == 1
+    assert "Test set name '../up' cannot be used" in error_of(capsys)
+    assert evaluate_cli(*argv, *(["--test-set", "a", str(images), str(labels)] * 2)) == 1
+    assert "Two test sets are called 'a'" in error_of(capsys)
+
+
+def test_a_trainer_nnunet_cannot_find_is_reported_before_predicting(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    unknown = fake["model"].parent / MODEL_FOLDER.format("NoSuchTrainer")
+    shutil.copytree(fake["model"], unknown)
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "NoSuchTrainer", "--out", str(fake["out"])) == 1
+    error = error_of(capsys)
+    assert f"nnU-Net cannot find the trainer class NoSuchTrainer that {unknown} was trained with" in error
+    assert "nnUNet_extTrainer" not in os.environ or "NoSuchTrainer" not in os.environ["nnUNet_extTrainer"]
+    assert not fake["out"].exists()
+
+
+def test_predictions_of_cases_outside_the_test_set_are_not_scored_silently(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model_id = "nnUNetTrainer__nnUNetPlans__3d_fullres__fold_all__checkpoint_final"
+    stray = fake["out"] / "predictions" / model_id / "source" / "old_case.nii.gz"
+    stray.parent.mkdir(parents=True)
+    stray.touch()
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--out", str(fake["out"])) == 1
+    assert "holds predictions of case(s) that are not in test set 'source' (old_case.nii.gz)" in error_of(capsys)
+    assert sorted(p.name for p in stray.parent.iterdir()) == ["old_case.nii.gz"]
+
+
+def test_predictions_of_a_retrained_model_are_not_reused(fake: dict[str, Path]) -> None:
+    model = locate_model(fake["model"].parent, ModelSpec("nnUNetTrainer"))
+    test_set = TestSet("source", fake["raw"] / "imagesTs_source", fake["raw"] / "labelsTs_source", ("a", "b"))
+    folder, settings = fake["out"] / "predictions", PredictionSettings()
+    folder.mkdir(parents=True)
+    (folder / "a.nii.gz").touch()
+    assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == ["a", "b"]  # no record
+    write_json_atomic(folder / SOURCE_FILE, prediction_source(model, settings))
+    assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == ["b"]
+    assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=True) == ["a", "b"]
+    other_settings = PredictionSettings(use_mirroring=False)
+    assert cases_to_predict(folder, model, test_set, ".nii.gz", other_settings, overwrite=False) == ["a", "b"]
+    checkpoint = model.checkpoints()[0]
+    os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))  # trained again
+    assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == ["a", "b"]
+
+
+def test_no_labelled_test_set_in_the_raw_dataset_asks_for_test_sets(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in fake["raw"].glob("labelsTs_*"):
+        shutil.rmtree(folder)
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--out", str(fake["out"])) == 1
+    assert "--test-set NAME IMAGES_FOLDER LABELS_FOLDER" in error_of(capsys)
+
+
+def test_dice_statistics_use_nnunets_means_and_the_spread_over_cases() -> None:
+    nan = math.nan
+    cases = [{1: 0.8, 2: 0.4}, {1: 0.6, 2: nan}, {1: 1.0, 2: 0.2}]
+    summary = {
+        "metric_per_case": [{"metrics": {k: {"Dice": v} for k, v in case.items()}} for case in cases],
+        "mean": {1: {"Dice": 0.8}, 2: {"Dice": 0.3}},
+        "foreground_mean": {"Dice": 0.55},
+    }
+    stats = dice_statistics(summary, {1: "liver", 2: "tumour"})
+    assert stats["liver"] == DiceStats(0.8, pytest.approx(np.std([0.8, 0.6, 1.0])), 3)
+    assert stats["tumour"] == DiceStats(0.3, pytest.approx(0.1), 3)
+    assert stats[FOREGROUND].mean == 0.55
+    assert stats[FOREGROUND].std == pytest.approx(np.std([0.6, 0.6, 0.6]))
+
+
+def test_label_names_follow_dataset_json_for_labels_and_regions() -> None:
+    labels = {"background": 0, "liver": 1, "tumour": 2}
+    assert label_names({"labels": labels}, LabelManager(labels, None)) == {1: "liver", 2: "tumour"}
+    regions = {"background": 0, "whole": [1, 2], "core": 2}
+    assert label_names({"labels": regions}, LabelManager(regions, [1, 2])) == {(1, 2): "whole", 2: "core"}
+
+
+def small_table() -> EvaluationTable:
+    def stats(mean: float, std: float = 0.1) -> DiceStats:
+        return DiceStats(mean, std, 4)
+
+    dice = {
+        "siteA": {"erm": {"a": stats(0.9), FOREGROUND: stats(0.9)}, "dg": {"a": stats(0.85), FOREGROUND: stats(0.8)}},
+        "siteB": {"erm": {"a": stats(0.2), FOREGROUND: stats(0.3)}, "dg": {"a": stats(0.7), FOREGROUND: stats(0.6)}},
+        "siteC": {
+            "erm": {"a": stats(0.5), FOREGROUND: stats(0.5)},
+            "dg": {"a": stats(math.nan, math.nan), FOREGROUND: stats(math.nan, math.nan)},
+        },
+    }
+    return EvaluationTable(("dg", "erm"), "erm", ("siteA", "siteB", "siteC"), ("a",), dice, in_domain=("siteA",))
+
+
+def test_the_table_gives_differences_to_the_baseline_and_a_held_out_mean() -> None:
+    table = small_table()
+    lines = to_markdown(table).splitlines()
+    first_table = lines[: lines.index("", 2)]
+    cells = {row.split("|")[1].strip(): [c.strip() for c in row.strip("|").split("|")] for row in first_table[2:]}
+    assert cells["test set"] == ["test set", "cases", "dg", "erm (baseline)", "Δ dg"]
+    assert cells["siteA (in-domain)"] == ["siteA (in-domain)", "4", "0.800 ± 0.100", "0.900 ± 0.100", "-0.100"]
+    assert cells["siteB"][2:] == ["0.600 ± 0.100", "0.300 ± 0.100", "+0.300"]
+    assert cells["siteC"][2:] == ["n/a", "0.500 ± 0.100", "n/a"]
+    assert cells[HELD_OUT_MEAN_ROW][2:] == ["n/a", "0.400", "n/a"]  # siteA left out; a NaN stays visible
+
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    row = next(r for r in rows if (r["test_set"], r["model"], r["label"]) == ("siteB", "dg", "a"))
+    assert float(row["dice_mean"]) == 0.7 and float(row["difference_to_baseline"]) == pytest.approx(0.5)
+    assert (
+        next(r for r in rows if r["test_set"] == HELD_OUT_MEAN_ROW and r["model"] == "erm")["dice_mean"] == "0.400000"
+    )
+    data = to_dict(table)
+    assert data["summary"] == {"row": HELD_OUT_MEAN_ROW, "test_sets": ["siteB", "siteC"], "foreground_mean": {
+        "dg": pytest.approx(math.nan, nan_ok=True), "erm": pytest.approx(0.4)}}  # fmt: skip
+    assert data["dice"]["siteB"]["dg"]["foreground_mean"]["difference_to_baseline"] == pytest.approx(0.3)
+
+
+# --- end to end: two trained models, two test sets -------------------------------------------------------------
+
+
+def nnunet(*args: str, **env: str) -> None:
+    command = [str(Path(sys.executable).parent / args[0]), *args[1:]]
+    done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{(done.stdout + done.stderr)[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Dataset 961 planned, two demo-schedule models trained on it (fold all), evaluated once."""
+    if not FIXTURES.is_dir():
+        pytest.skip("../shared/fixtures/anatomix not found: DropGen training needs extractor weights")
+    raw = generate_dataset(
+        os.environ["nnUNet_raw"], dataset_id=E2E_ID, name="EvalEndToEnd", num_train=2, num_test_per_domain=2,
+        shape=(32, 32, 32), domains=["inverted"],
+    )  # fmt: skip
+    nnunet("nnUNetv2_plan_and_preprocess", "-d", str(E2E_ID), "-c", "3d_fullres", "-np", "1", "-npfp", "1")
+    from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+
+    weights = str(FIXTURES / "anatomix_random_weights.pth")
+    for trainer in (BASELINE, DROPGEN):
+        nnunet(
+            "nnUNetv2_train", str(E2E_ID), "3d_fullres", "all", "-tr", trainer, "-device", "cpu",
+            nnUNet_extTrainer=str(trainer_dir()), DROPGEN_WEIGHTS_ANATOMIX=weights,
+        )  # fmt: skip
+    out = tmp_path_factory.mktemp("evaluation")
+    request = EvaluationRequest(E2E_ID, [ModelSpec(BASELINE), ModelSpec(DROPGEN)], out=out, in_domain=("source",))
+    result = run_evaluation(request)
+    return {"raw": raw, "out": out, "request": request, "result": result}
+
+
+def to_csv_values(path: Path) -> dict[tuple[str, str, str], float]:
+    return {(r["test_set"], r["model"], r["label"]): float(r["dice_mean"]) for r in csv.DictReader(path.open())}
+
+
+def prediction_dir(trained: dict, trainer: str, test_set: str) -> Path:
+    return trained["out"] / "predictions" / f"{MODEL_FOLDER.format(trainer)}__fold_all__checkpoint_final" / test_set
+
+
+@pytest.mark.slow
+@requires_fixtures
+def test_the_table_holds_nnunets_own_metrics(trained: dict) -> None:
+    result = trained["result"]
+    data = json.loads(result.files["json"].read_text())
+    assert data["test_sets"] == ["inverted", "source"] and data["models"] == [BASELINE, DROPGEN]
+    assert data["baseline"] == BASELINE and data["summary"]["test_sets"] == ["inverted"]
+    labels = ["structure_1", "structure_2", "structure_3"]
+    assert data["labels"] == labels
+    for trainer in (BASELINE, DROPGEN):
+        for test_set in ("inverted", "source"):
+            predictions = prediction_dir(trained, trainer, test_set)
+            independent = compute_metrics_on_folder(
+                str(trained["raw"] / f"labelsTs_{test_set}"), str(predictions), None, SimpleITKIO(), ".nii.gz",
+                [1, 2, 3], num_processes=1,
+            )  # fmt: skip
+            ours = data["dice"][test_set][trainer]
+            assert ours["foreground_mean"]["mean"] == pytest.approx(independent["foreground_mean"]["Dice"])
+            assert ours["foreground_mean"]["num_cases"] == 2
+            for value, name in enumerate(labels, start=1):
+                per_case = [case["metrics"][value]["Dice"] for case in independent["metric_per_case"]]
+                assert ours["labels"][name]["mean"] == pytest.approx(independent["mean"][value]["Dice"])
+                assert ours["labels"][name]["std"] == pytest.approx(np.nanstd(per_case))
+            baseline = data["dice"][test_set][BASELINE]["foreground_mean"]["mean"]
+            assert ours["foreground_mean"]["difference_to_baseline"] == pytest.approx(
+                ours["foreground_mean"]["mean"] - baseline
+            )
+    rows = list(csv.DictReader(result.files["csv"].open()))
+    row = next(r for r in rows if (r["test_set"], r["model"], r["label"]) == ("inverted", DROPGEN, FOREGROUND))
+    expected = data["dice"]["inverted"][DROPGEN]["foreground_mean"]["mean"]
+    assert float(row["dice_mean"]) == pytest.approx(expected, abs=1e-6)
+    assert result.files["markdown"].read_text().strip() == result.markdown
+
+
+@pytest.mark.slow
+@requires_fixtures
+def test_the_figure_has_a_row_per_test_set_and_a_column_per_model(trained: dict) -> None:
+    figure = trained["result"].files["figure"]
+    pixels = matplotlib.image.imread(figure)
+    width, height = figure_inches(2, 1 + 2 + 1)  # image, two predictions, ground truth; two test sets
+    assert pixels.shape[:2] == (round(height * DPI), round(width * DPI))
+    assert pixels[..., :3].std() > 0.05
+
+
+@pytest.mark.slow
+@requires_fixtures
+def test_a_rerun_after_an_interruption_predicts_only_the_missing_case(trained: dict) -> None:
+    """As a kill leaves it: one prediction never finished, a truncated file in the partial folder."""
+    first = to_csv_values(trained["result"].files["csv"])
+    missing = prediction_dir(trained, DROPGEN, "inverted") / "test_001.nii.gz"
+    missing.unlink()
+    partial = missing.parent.parent / ".inverted.partial"
+    partial.mkdir()
+    partial.joinpath("test_001.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    kept = prediction_dir(trained, BASELINE, "inverted") / "test_001.nii.gz"
+    kept_summary = kept.parent / "summary.json"
+    before = (kept.stat().st_mtime_ns, kept_summary.stat().st_mtime_ns)
+
+    result = run_evaluation(trained["request"])
+    assert result.predicted == {
+        (BASELINE, "inverted"): 0,
+        (BASELINE, "source"): 0,
+        (DROPGEN, "inverted"): 1,
+        (DROPGEN, "source"): 0,
+    }
+    assert missing.is_file() and not partial.exists()
+    assert (kept.stat().st_mtime_ns, kept_summary.stat().st_mtime_ns) == before  # neither predicted nor scored again
+    assert to_csv_values(result.files["csv"]) == pytest.approx(first)
+
+
+@pytest.mark.slow
+@requires_fixtures
+def test_the_command_prints_the_table_and_reuses_everything(trained: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["-d", str(E2E_ID), "-tr", BASELINE, DROPGEN, "--out", str(trained["out"]), "--in-domain", "source"]
+    assert evaluate_cli(*argv, "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    inverted = next(line for line in lines if line.startswith("| inverted ") and "structure" not in line)
+    data = json.loads((trained["out"] / "dice.json").read_text())
+    expected = [data["dice"]["inverted"][t]["foreground_mean"] for t in (BASELINE, DROPGEN)]
+    cells = [c.strip() for c in inverted.strip("|").split("|")]
+    assert cells[2] == f"{expected[0]['mean']:.3f} ± {expected[0]['std']:.3f}"
+    assert cells[4] == f"{expected[1]['difference_to_baseline']:+.3f}"
+    assert any(line.startswith(f"| {HELD_OUT_MEAN_ROW} ") for line in lines)
+    assert f"Figure: {trained['out'] / 'dice.png'}" in out
+
+
+@pytest.mark.slow
+@requires_fixtures
+def test_worker_processes_predict_what_sequential_prediction_does(trained: dict, tmp_path: Path) -> None:
+    images, labels = trained["raw"] / "imagesTs_inverted", trained["raw"] / "labelsTs_inverted"
+    argv = ["-d", str(E2E_ID), "-tr", BASELINE, "--test-set", "inverted", str(images), str(labels)]
+    assert evaluate_cli(*argv, "--out", str(tmp_path), "-npp", "1", "-nps", "1", "--device", "cpu") == 0
+    ours = tmp_path / "predictions" / f"{MODEL_FOLDER.format(BASELINE)}__fold_all__checkpoint_final" / "inverted"
+    sequential = prediction_dir(trained, BASELINE, "inverted")
+    for case in ("test_000", "test_001"):
+        read = [sitk.GetArrayFromImage(sitk.ReadImage(str(f / f"{case}.nii.gz"))) for f in (ours, sequential)]
+        assert np.array_equal(*read)
+    assert sorted(p.name for p in ours.parent.iterdir()) == ["inverted"]  # the partial folder is gone
