@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
-import math
 import os
 import subprocess
 import sys
@@ -20,18 +18,14 @@ from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2_dropgen.cli.main import main
 from nnunetv2_dropgen.cli.setup_commands import trainer_dir
 from nnunetv2_dropgen.demo import run
-from nnunetv2_dropgen.demo.figure import DPI, figure_inches
-from nnunetv2_dropgen.demo.report import TARGET_MEAN_ROW, format_table
-from nnunetv2_dropgen.demo.trainers import PAIRS
+from nnunetv2_dropgen.demo.figure import FIGURE_FEATURES
+from nnunetv2_dropgen.demo.trainers import DEMO_SCHEDULES, demo_trainer_names
+from nnunetv2_dropgen.evaluation.figure import DPI, figure_inches
+from nnunetv2_dropgen.evaluation.report import HELD_OUT_MEAN_ROW
 from nnunetv2_dropgen.trainers import DropGenTrainer
-from nnunetv2_dropgen.weights import PUBLISHED, store
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_WEIGHTS = Path(__file__).resolve().parents[2] / "shared/fixtures/anatomix/anatomix_random_weights.pth"
-
-
-def offline(*args, **kwargs):
-    raise OSError("offline (downloads disabled in tests)")
 
 
 @pytest.fixture
@@ -41,8 +35,6 @@ def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for name in [n for n in os.environ if n.startswith("DROPGEN_WEIGHTS_")]:
         monkeypatch.delenv(name)
-    monkeypatch.setattr(store, "hf_hub_download", offline)
-    monkeypatch.setitem(PUBLISHED, "anatomix", dataclasses.replace(PUBLISHED["anatomix"], urls=()))
     return tmp_path / "cache"
 
 
@@ -53,7 +45,7 @@ def test_without_weights_the_demo_stops_before_writing_anything(
     assert main(["demo", "--tiny", "--workdir", str(workdir)]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "\n" not in error, error
-    assert "anatomix.pth" in error and str(no_weights / "anatomix.pth") in error, error
+    assert "anatomix.pth" in error and str(no_weights) in error, error
     assert not workdir.exists()
 
 
@@ -71,29 +63,19 @@ def test_a_failed_step_names_its_log_and_exits_1(
     assert log.read_text().startswith("$ false -d 501 -c 3d_fullres")
 
 
-def test_demo_pairs_share_their_schedule_and_nnunets_init_signature() -> None:
+def test_nnunet_finds_demo_pairs_that_share_their_schedule_and_nnunets_init_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("nnUNet_extTrainer", str(trainer_dir()))
     signature = list(inspect.signature(nnUNetTrainer.__init__).parameters)
-    for dropgen, baseline in PAIRS.values():
+    for schedule in DEMO_SCHEDULES:
+        names = demo_trainer_names(schedule, run.EXTRACTOR)
+        dropgen, baseline = (recursive_find_trainer_class_by_name(name) for name in names)
+        assert (dropgen.__name__, baseline.__name__) == names
         assert issubclass(dropgen, DropGenTrainer) and not issubclass(baseline, DropGenTrainer)
         assert dropgen.schedule == baseline.schedule
         for trainer in (dropgen, baseline):
             assert list(inspect.signature(trainer.__init__).parameters) == signature
-
-
-def test_nnunet_finds_the_demo_trainers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("nnUNet_extTrainer", str(trainer_dir()))
-    for pair in PAIRS.values():
-        for trainer in pair:
-            assert recursive_find_trainer_class_by_name(trainer.__name__).__name__ == trainer.__name__
-
-
-def test_table_rows_are_domains_and_the_target_mean_leaves_out_the_source() -> None:
-    dice = {"source": {"a": 0.9, "b": 0.8}, "inverted": {"a": 0.5, "b": 0.0}, "noisy": {"a": 0.7, "b": math.nan}}
-    lines = format_table(dice, ["a", "b"], ["DropGen", "nnU-Net"], "source").splitlines()
-    assert lines[0].split() == ["Dice", "DropGen", "nnU-Net"]
-    assert lines[2].split() == ["source", "(training", "domain)", "0.900", "0.800"]
-    assert lines[4].split() == ["noisy", "0.700", "n/a"]
-    assert lines[-1].split() == [*TARGET_MEAN_ROW.split(), "0.600", "n/a"]
 
 
 @pytest.mark.slow
@@ -119,18 +101,26 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     out = done.stdout
 
-    dice = json.loads((workdir / "dice.json").read_text())
-    assert list(dice) == ["source", "inverted"]
+    data = json.loads((workdir / "dice.json").read_text())
+    assert data["test_sets"] == ["source", "inverted"] and data["in_domain"] == ["source"]
+    assert data["models"] == ["DropGen", "nnU-Net"] and data["baseline"] == "nnU-Net"
+    trainers = demo_trainer_names("tiny", run.EXTRACTOR)
+    assert [m["trainer"] for m in data["model_details"]] == list(trainers)
     lines = out.splitlines()
-    assert next(line for line in lines if line.startswith("Dice ")).split() == ["Dice", "DropGen", "nnU-Net"]
-    trainers = ("DropGenTrainer_demoTiny", "nnUNetTrainer_demoTiny")
-    for domain, scores in dice.items():
-        row = next(line for line in lines if line.startswith(f"{domain} ")).split()[-2:]
-        for cell, trainer in zip(row, trainers, strict=True):
-            assert 0.0 <= scores[trainer] <= 1.0
-            assert float(cell) == pytest.approx(scores[trainer], abs=5e-4)
-    target_row = next(line for line in lines if line.startswith(TARGET_MEAN_ROW)).split()[-2:]
-    assert [float(v) for v in target_row] == pytest.approx([dice["inverted"][t] for t in trainers], abs=5e-4)
+    header = next(line for line in lines if line.startswith("| test set ") and "| cases " in line)
+    assert [c.strip() for c in header.strip("|").split("|")][2:] == ["DropGen", "nnU-Net (baseline)", "Δ DropGen"]
+    for domain, shown in (("source", "source (in-domain)"), ("inverted", "inverted")):
+        row = next(line for line in lines if line.startswith(f"| {shown} ") and "structure" not in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for cell, model in zip(cells[2:4], ("DropGen", "nnU-Net"), strict=True):
+            stats = data["dice"][domain][model]["foreground_mean"]
+            assert 0.0 <= stats["mean"] <= 1.0
+            spread = "" if stats["std"] is None else f" ± {stats['std']:.3f}"  # one test case: no spread
+            assert cell == f"{stats['mean']:.3f}{spread}"
+    mean_row = next(line for line in lines if line.startswith(f"| {HELD_OUT_MEAN_ROW} "))
+    means = [float(c) for c in mean_row.strip("|").split("|")[2:4]]
+    expected = [data["dice"]["inverted"][m]["foreground_mean"]["mean"] for m in ("DropGen", "nnU-Net")]
+    assert means == pytest.approx(expected, abs=5e-4)
     assert "UNVERIFIED" in out and "do not reflect the published anatomix model" in out
 
     for trainer in trainers:
@@ -140,6 +130,6 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     figure = Path(next(line for line in lines if line.startswith("Figure: ")).removeprefix("Figure: "))
     assert figure == (workdir / "dropgen_demo.png").resolve() and figure.stat().st_size > 20_000
     pixels = matplotlib.image.imread(figure)
-    width, height = figure_inches(len(dice), 1 + run.FIGURE_FEATURES + 1 + len(trainers))
+    width, height = figure_inches(2, 1 + FIGURE_FEATURES + len(trainers) + 1)
     assert pixels.shape[:2] == (round(height * DPI), round(width * DPI))
     assert pixels[..., :3].std() > 0.05

@@ -5,19 +5,22 @@ The demo goes through the same commands a user types, so it shows (and tests) ex
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from tqdm import tqdm
 
 from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+from nnunetv2_dropgen.weights import env_var_for
 
 LOG_TAIL_LINES = 25
+IN_PROCESS_VARIABLES = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer", "nnUNet_compile")
 _POLL_S = 1.0
 
 
@@ -34,11 +37,11 @@ def cpu_processes() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-def nnunet_environment(workdir: Path, device: str, weights: Path | None) -> dict[str, str]:
+def nnunet_environment(workdir: Path, device: str, weights: Path | None, extractor: str) -> dict[str, str]:
     """The caller's environment plus nnU-Net's folders under `workdir` and the DropGen trainer folder.
 
     The trainer folder goes first in nnUNet_extTrainer; folders the user already lists stay after it.
-    `weights` (only when the user named a file) reaches the training runs as DROPGEN_WEIGHTS_ANATOMIX.
+    `weights` (only when the user named a file) reaches the training runs as DROPGEN_WEIGHTS_<EXTRACTOR>.
     """
     env = dict(os.environ)
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -47,11 +50,30 @@ def nnunet_environment(workdir: Path, device: str, weights: Path | None) -> dict
     env["nnUNet_extTrainer"] = os.pathsep.join([str(trainer_dir()), *existing])
     env["PYTHONUNBUFFERED"] = "1"  # so the log (and the epoch progress read from it) is current
     if weights is not None:
-        env["DROPGEN_WEIGHTS_ANATOMIX"] = str(weights.resolve())
+        env[env_var_for(extractor)] = str(weights.resolve())
     if device == "cpu":
         env["nnUNet_compile"] = "false"
         env["nnUNet_n_proc_DA"] = env["nnUNet_def_n_proc"] = str(cpu_processes())
     return env
+
+
+@contextlib.contextmanager
+def in_process(env: Mapping[str, str]) -> Iterator[None]:
+    """nnU-Net's folders and trainer search path from `env` in this process for the block, then restored.
+
+    For what runs in this process rather than as a command (prediction and scoring, writing a split).
+    """
+    names = [name for name in IN_PROCESS_VARIABLES if name in env]
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: env[name] for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def nnunet_command(name: str) -> str:

@@ -1,108 +1,51 @@
-"""The demo's figure: per test domain one row of slices (image, features, ground truth, predictions), then Dice bars.
+"""What the demo adds to the evaluation figure: a few feature channels of the trained DropGen network's extractor.
 
-Rows share a slice index, and test cases are paired across domains, so each row shows the same anatomy
-under a different acquisition: what changes between rows is the domain alone.
+The figure itself (slices of image, predictions and ground truth per test domain, Dice bars) is
+`nnunetv2_dropgen.evaluation.figure`; this module only supplies the extra panels, computed from the same
+image the row shows, so a reader sees what the segmentation network sees besides the image.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import contextlib
+import io
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-from nnunetv2_dropgen.demo.report import TARGET_MEAN_ROW, target_mean
+from nnunetv2_dropgen.evaluation.evaluate import SlicePanels
+from nnunetv2_dropgen.evaluation.test_sets import TestSet
 
-DPI = 100
-PANEL_INCHES = 1.6
-BAR_CHART_INCHES = 3.0
-TITLE_INCHES = 1.0  # two title lines and the column headings
-BOTTOM_INCHES = 0.5  # bar labels (two lines for the training domain)
-_LABEL_COLORS = ["black", "tab:red", "tab:green", "tab:blue", "tab:orange", "tab:purple", "tab:cyan"]
+FIGURE_FEATURES = 3
+"""How many extractor feature channels the figure shows per domain."""
 
 
-@dataclass(frozen=True)
-class DomainRow:
-    """One domain's 2D slices: image, a few feature channels, ground truth and each trainer's prediction."""
+def load_network(model_folder: Path, fold: str) -> torch.nn.Module:
+    """The trained network, restored the way nnUNetv2_predict restores it (the trainer found by its name).
 
-    domain: str
-    image: np.ndarray
-    features: Sequence[np.ndarray]
-    ground_truth: np.ndarray
-    predictions: Sequence[np.ndarray]
-
-
-def figure_inches(num_rows: int, num_columns: int) -> tuple[float, float]:
-    """(width, height) of the figure; saved without trimming, so pixels = inches * DPI."""
-    return num_columns * PANEL_INCHES, TITLE_INCHES + num_rows * PANEL_INCHES + BAR_CHART_INCHES + BOTTOM_INCHES
+    nnU-Net finds the trainer through nnUNet_extTrainer in this process's environment; the predictor prints
+    CPU notices and every folder it searches, which is no news to a demo user.
+    """
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
+        predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(fold,))
+    return predictor.network
 
 
-def best_slice(ground_truth: np.ndarray) -> int:
-    """Index along the first axis of the slice with the most foreground: the most to look at."""
-    return int(np.argmax((ground_truth > 0).reshape(ground_truth.shape[0], -1).sum(axis=1)))
+def feature_panels(model_folder: Path, fold: str, count: int = FIGURE_FEATURES) -> SlicePanels:
+    """Panels "feature 1".."feature N" of the DropGen model in `model_folder`, loaded on first use."""
+    network: list[torch.nn.Module] = []
 
+    def panels(test_set: TestSet, image: np.ndarray, index: int) -> Sequence[tuple[str, np.ndarray]]:
+        if not network:
+            network.append(load_network(model_folder, fold))
+        volume = torch.from_numpy(np.ascontiguousarray(image[:1], dtype=np.float32))[None]
+        features = network[0].compute_features(volume)[0, :count, index].numpy()
+        return [(f"feature {i + 1}", feature) for i, feature in enumerate(features)]
 
-def save_figure(
-    path: Path,
-    rows: Sequence[DomainRow],
-    dice: Mapping[str, Mapping[str, float]],
-    trainers: Sequence[str],
-    headers: Sequence[str],
-    source: str,
-    num_labels: int,
-    title: str,
-) -> Path:
-    """Draw the slice grid and the Dice bar chart and write a PNG to `path`."""
-    num_features = len(rows[0].features)
-    columns = ["image", *(f"feature {i + 1}" for i in range(num_features)), "ground truth", *headers]
-    width, height = figure_inches(len(rows), len(columns))
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)  # Agg directly, not pyplot: no global backend switch, no open-figure registry
-    grid = fig.add_gridspec(
-        len(rows) + 1,
-        len(columns),
-        height_ratios=[PANEL_INCHES] * len(rows) + [BAR_CHART_INCHES],
-        top=1 - TITLE_INCHES / height,
-        bottom=BOTTOM_INCHES / height,
-        left=0.06,
-        right=0.99,
-        hspace=0.25,
-        wspace=0.05,
-    )
-    labels_cmap = ListedColormap(_LABEL_COLORS[: num_labels + 1])
-    for r, row in enumerate(rows):
-        panels = [
-            (row.image, "gray", None),
-            *((feature, "magma", None) for feature in row.features),
-            (row.ground_truth, labels_cmap, num_labels),
-            *((prediction, labels_cmap, num_labels) for prediction in row.predictions),
-        ]
-        for c, (array, cmap, vmax) in enumerate(panels):
-            ax = fig.add_subplot(grid[r, c])
-            ax.imshow(array, cmap=cmap, vmin=0 if vmax else None, vmax=vmax, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(columns[c], fontsize=9)
-            if c == 0:
-                ax.set_ylabel(row.domain, fontsize=9)
-
-    bars = fig.add_subplot(grid[len(rows), :])
-    groups = [*dice, TARGET_MEAN_ROW]
-    x = np.arange(len(groups))
-    width = 0.8 / len(trainers)
-    for i, (trainer, header) in enumerate(zip(trainers, headers, strict=True)):
-        values = [dice[d][trainer] for d in dice] + [target_mean(dice, trainer, source)]
-        bars.bar(x + (i - (len(trainers) - 1) / 2) * width, values, width, label=header)
-    bars.set_xticks(x, [f"{g}\n(training)" if g == source else g for g in groups], fontsize=8)
-    bars.set_ylim(0, 1)
-    bars.set_ylabel("Dice")
-    bars.legend(fontsize=8, loc="upper right")
-    fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    return path
+    return panels

@@ -1,43 +1,44 @@
-"""The demo pipeline: synthetic data -> nnU-Net plan/preprocess -> train DropGen and nnU-Net -> test every domain.
+"""The demo pipeline: synthetic data -> nnU-Net plan/preprocess -> train DropGen and nnU-Net -> evaluate every domain.
 
-Every nnU-Net step runs as the user-facing nnU-Net command in a subprocess (see `commands`), with
-nnU-Net's folders inside the demo's working folder, so the demo never touches a user's own nnU-Net data.
+Planning and training run as the user-facing nnU-Net commands in subprocesses (see `commands`); prediction,
+scoring, the table and the figure are `nnunetv2_dropgen evaluate`'s code (`nnunetv2_dropgen.evaluation`).
+nnU-Net's folders live inside the demo's working folder, so the demo never touches a user's own nnU-Net data.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import os
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
-import torch
-from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
-from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
-from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from tqdm import tqdm
 
-from nnunetv2_dropgen.demo.commands import cpu_processes, nnunet_command, nnunet_environment, run_logged
-from nnunetv2_dropgen.demo.figure import DomainRow, best_slice, save_figure
-from nnunetv2_dropgen.demo.report import format_table
-from nnunetv2_dropgen.demo.trainers import PAIRS
+from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_command, nnunet_environment, run_logged
+from nnunetv2_dropgen.demo.figure import feature_panels
+from nnunetv2_dropgen.demo.trainers import demo_epochs, demo_trainer_names
+from nnunetv2_dropgen.evaluation import (
+    EvaluationRequest,
+    EvaluationResult,
+    ModelSpec,
+    PredictionSettings,
+    TestSet,
+    run_evaluation,
+)
+from nnunetv2_dropgen.evaluation.metrics import FOREGROUND
+from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset
-from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE, FILE_ENDING
+from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
 from nnunetv2_dropgen.weights import ResolvedWeights, resolve_weights
 
+EXTRACTOR = "anatomix"
 DATASET_NAME = "DropGenDemo"
 CONFIGURATION = "3d_fullres"
-PLANS = "nnUNetPlans"
 FOLD = "all"  # train on every source case: no cross-validation split, so few cases suffice
 HEADERS = ("DropGen", "nnU-Net")
-FIGURE_FEATURES = 3
-"""How many extractor feature channels the figure shows per domain."""
+"""The two models' names in the table and the figure; nnU-Net is the baseline."""
+FIGURE_NAME = "dropgen_demo.png"
 
 
 class DemoError(RuntimeError):
@@ -46,7 +47,7 @@ class DemoError(RuntimeError):
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """What the demo generates and how long it trains (`schedule` is a key of trainers.PAIRS)."""
+    """What the demo generates and how long it trains (`schedule` is a key of trainers.DEMO_SCHEDULES)."""
 
     workdir: Path
     schedule: str
@@ -67,6 +68,7 @@ class DemoResult:
     figure: Path
     dice_file: Path
     weights: ResolvedWeights
+    evaluation: EvaluationResult
 
 
 def say(message: str) -> None:
@@ -75,24 +77,23 @@ def say(message: str) -> None:
 
 
 def run_demo(settings: DemoSettings) -> DemoResult:
-    """Run every step; raises WeightsError (before anything is written), DemoError or commands.StepFailed."""
+    """Run every step; raises WeightsError (before anything is written), DemoError, StepFailed or EvaluationError."""
     if settings.num_train < 1 or settings.num_test < 1:
         raise DemoError("The demo needs at least one training case and one test case per domain.")
     with warnings.catch_warnings():  # an unverified file is reported below, in the demo's own words
         warnings.simplefilter("ignore", UserWarning)
-        weights = resolve_weights("anatomix", explicit=settings.weights)
-    say(f"anatomix weights: {weights.path} ({weights.source}; {weights.detail})")
+        weights = resolve_weights(EXTRACTOR, get_extractor_spec(EXTRACTOR).weights, settings.weights)
+    say(f"{EXTRACTOR} weights: {weights.path} ({weights.origin}; {weights.detail})")
     if not weights.verified:
         say(f"WARNING: DropGen will use UNVERIFIED extractor weights ({weights.path}).")
     workdir = settings.workdir.resolve()
-    pair = PAIRS[settings.schedule]
-    trainers = (pair[0].__name__, pair[1].__name__)
-    epochs = pair[0].schedule.epochs
-    env = nnunet_environment(workdir, settings.device, weights.path if settings.weights is not None else None)
+    trainers = demo_trainer_names(settings.schedule, EXTRACTOR)
+    explicit = weights.path if settings.weights is not None else None
+    env = nnunet_environment(workdir, settings.device, explicit, EXTRACTOR)
     logs = workdir / "logs"
     say(f"Working folder: {workdir} (logs in {logs})")
 
-    steps = ["generate data", "plan and preprocess", *(f"train {h}" for h in HEADERS), "predict", "evaluate", "figure"]
+    steps = ["generate data", "plan and preprocess", *(f"train {h}" for h in HEADERS), "predict and evaluate"]
     with tqdm(total=len(steps), desc="demo", unit="step", position=0, disable=None) as overall:
 
         def next_step() -> None:
@@ -117,40 +118,50 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
         for trainer, header in zip(trainers, HEADERS, strict=True):
             next_step()
-            _train(settings, trainer, header, epochs, env, logs)
+            _train(settings, trainer, header, env, logs)
             overall.update()
 
         next_step()
-        predictions = workdir / "predictions"
-        with tqdm(
-            total=len(domains) * len(trainers), desc="predict", unit="run", position=1, leave=False, disable=None
-        ) as bar:
-            for domain in domains:
-                for trainer in trainers:
-                    bar.set_postfix_str(f"{domain}, {trainer}")
-                    _predict(settings, dataset, domain, trainer, predictions / trainer / domain, env, logs)
-                    bar.update()
+        with in_process(env):
+            evaluation = run_evaluation(_request(settings, workdir, dataset, domains, trainers, weights, env))
         overall.update()
 
-        next_step()
-        labels = _foreground_labels(dataset)
-        dice = {
-            domain: {
-                trainer: _evaluate(dataset / f"labelsTs_{domain}", predictions / trainer / domain, labels)
-                for trainer in trainers
-            }
-            for domain in domains
-        }
-        dice_file = workdir / "dice.json"
-        dice_file.write_text(json.dumps(dice, indent=2) + "\n")
-        overall.update()
+    table = evaluation.table
+    dice = {d: {t: table.mean(d, h, FOREGROUND) for t, h in zip(trainers, HEADERS, strict=True)} for d in domains}
+    return DemoResult(
+        dice, trainers, evaluation.markdown, evaluation.files["figure"], evaluation.files["json"], weights, evaluation
+    )
 
-        next_step()
-        figure = _figure(settings, dataset, domains, trainers, predictions, dice, len(labels), weights, env)
-        overall.update()
 
-    table = format_table(dice, trainers, HEADERS, SOURCE_DOMAIN)
-    return DemoResult(dice, trainers, table, figure, dice_file, weights)
+def _request(
+    settings: DemoSettings,
+    workdir: Path,
+    dataset: Path,
+    domains: list[str],
+    trainers: tuple[str, str],
+    weights: ResolvedWeights,
+    env: Mapping[str, str],
+) -> EvaluationRequest:
+    """Every domain is a test set (the source one in-domain); predictions and results go into the working folder."""
+    model_folder = Path(env["nnUNet_results"]) / dataset.name / f"{trainers[0]}__nnUNetPlans__{CONFIGURATION}"
+    title = f"Trained on '{SOURCE_DOMAIN}' only ({trainers[0]} vs {trainers[1]})"
+    if not weights.verified:
+        title += f"\nDropGen used UNVERIFIED extractor weights: not the published {EXTRACTOR} model"
+    return EvaluationRequest(
+        dataset=settings.dataset_id,
+        models=[
+            ModelSpec(trainer, configuration=CONFIGURATION, folds=(FOLD,), label=header)
+            for trainer, header in zip(trainers, HEADERS, strict=True)
+        ],
+        test_sets=[TestSet(d, dataset / f"imagesTs_{d}", dataset / f"labelsTs_{d}") for d in domains],
+        baseline=HEADERS[1],
+        out=workdir,
+        prediction=PredictionSettings(device=settings.device),
+        in_domain=(SOURCE_DOMAIN,),
+        figure_name=FIGURE_NAME,
+        title=title,
+        slice_panels=feature_panels(model_folder, FOLD),
+    )
 
 
 def _generate(settings: DemoSettings, raw: Path) -> Path:
@@ -171,7 +182,7 @@ def _generate(settings: DemoSettings, raw: Path) -> Path:
         ) from exc
 
 
-def _train(settings: DemoSettings, trainer: str, header: str, epochs: int, env: Mapping[str, str], logs: Path) -> None:
+def _train(settings: DemoSettings, trainer: str, header: str, env: Mapping[str, str], logs: Path) -> None:
     command = [
         nnunet_command("nnUNetv2_train"),
         str(settings.dataset_id),
@@ -182,125 +193,9 @@ def _train(settings: DemoSettings, trainer: str, header: str, epochs: int, env: 
         "-device",
         settings.device,
     ]
+    epochs = demo_epochs(settings.schedule)
     with tqdm(total=epochs, desc=f"train {header}", unit="epoch", position=1, leave=False, disable=None) as bar:
         run_logged(f"training {trainer}", command, logs / f"train_{trainer}.log", env, bar, r"Epoch time")
-
-
-def _predict(
-    settings: DemoSettings, dataset: Path, domain: str, trainer: str, out: Path, env: Mapping[str, str], logs: Path
-) -> None:
-    """nnUNetv2_predict on one test folder; sequential mode (-npp 0 -nps 0) spares spawning workers for 2 cases."""
-    command = [
-        nnunet_command("nnUNetv2_predict"),
-        "-i", str(dataset / f"imagesTs_{domain}"),
-        "-o", str(out),
-        "-d", str(settings.dataset_id),
-        "-c", CONFIGURATION,
-        "-f", FOLD,
-        "-tr", trainer,
-        "-device", settings.device,
-        "-npp", "0",
-        "-nps", "0",
-        "--disable_progress_bar",
-    ]  # fmt: skip
-    run_logged(f"prediction of {domain} with {trainer}", command, logs / f"predict_{trainer}_{domain}.log", env)
-
-
-def _foreground_labels(dataset: Path) -> list[int]:
-    labels = json.loads((dataset / "dataset.json").read_text())["labels"]
-    return sorted(value for value in labels.values() if value != 0)
-
-
-def _evaluate(reference: Path, predicted: Path, labels: list[int]) -> float:
-    """nnU-Net's own evaluation; its foreground mean is the Dice averaged over labels (each over cases)."""
-    summary = compute_metrics_on_folder(
-        str(reference),
-        str(predicted),
-        str(predicted / "summary.json"),
-        SimpleITKIO(),
-        FILE_ENDING,
-        labels,
-        num_processes=1,  # a few cases per folder: one worker is faster than spawning several
-        chill=False,
-    )
-    return float(summary["foreground_mean"]["Dice"])
-
-
-@contextlib.contextmanager
-def _environ(values: Mapping[str, str]) -> Iterator[None]:
-    """Set `values` in this process's environment for the duration of the block, then restore what was there."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _load_dropgen_network(model_folder: Path, env: Mapping[str, str]) -> torch.nn.Module:
-    """The trained DropGen network, restored the way nnUNetv2_predict restores it (trainer found by name)."""
-    # nnU-Net finds the trainer through nnUNet_extTrainer in this process's environment. The predictor prints
-    # CPU notices and every folder it searches, and imports every trainer module (some warn about deprecated
-    # torch APIs): none of that is news to a demo user.
-    trainer_search = {"nnUNet_extTrainer": env["nnUNet_extTrainer"], "nnUNet_compile": "false"}
-    with _environ(trainer_search), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        predictor = nnUNetPredictor(perform_everything_on_device=False, device=torch.device("cpu"), allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(FOLD,))
-    return predictor.network
-
-
-def _read(path: Path) -> np.ndarray:
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-
-
-def _figure(
-    settings: DemoSettings,
-    dataset: Path,
-    domains: list[str],
-    trainers: tuple[str, str],
-    predictions: Path,
-    dice: dict[str, dict[str, float]],
-    num_labels: int,
-    weights: ResolvedWeights,
-    env: Mapping[str, str],
-) -> Path:
-    """Slices of the first test case in every domain, with features from the trained DropGen network's extractor."""
-    model_folder = Path(env["nnUNet_results"]) / dataset.name / f"{trainers[0]}__{PLANS}__{CONFIGURATION}"
-    network = _load_dropgen_network(model_folder, env)
-    case = sorted((dataset / f"labelsTs_{SOURCE_DOMAIN}").glob(f"*{FILE_ENDING}"))[0].name[: -len(FILE_ENDING)]
-    ground_truth = _read(dataset / f"labelsTs_{SOURCE_DOMAIN}" / f"{case}{FILE_ENDING}")
-    z = best_slice(ground_truth)
-    rows = []
-    for domain in domains:
-        image = _read(dataset / f"imagesTs_{domain}" / f"{case}_0000{FILE_ENDING}").astype(np.float32)
-        features = network.compute_features(torch.from_numpy(image)[None, None])[0, :FIGURE_FEATURES, z]
-        rows.append(
-            DomainRow(
-                domain=domain,
-                image=image[z],
-                features=list(features.numpy()),
-                ground_truth=_read(dataset / f"labelsTs_{domain}" / f"{case}{FILE_ENDING}")[z],
-                predictions=[_read(predictions / t / domain / f"{case}{FILE_ENDING}")[z] for t in trainers],
-            )
-        )
-    title = f"Trained on '{SOURCE_DOMAIN}' only ({trainers[0]} vs {trainers[1]}); test case {case}, slice {z}"
-    if not weights.verified:
-        title += "\nDropGen used UNVERIFIED extractor weights: not the published anatomix model"
-    return save_figure(
-        settings.workdir.resolve() / "dropgen_demo.png",
-        rows,
-        dice,
-        trainers,
-        HEADERS,
-        SOURCE_DOMAIN,
-        num_labels,
-        title,
-    )
 
 
 def unverified_note(weights: ResolvedWeights) -> str | None:
@@ -309,7 +204,7 @@ def unverified_note(weights: ResolvedWeights) -> str | None:
         return None
     return (
         f"DropGen used UNVERIFIED extractor weights ({weights.path}): these Dice values do not reflect the "
-        "published anatomix model."
+        f"published {EXTRACTOR} model."
     )
 
 
