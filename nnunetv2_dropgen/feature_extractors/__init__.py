@@ -8,6 +8,7 @@ from nnunetv2_dropgen.feature_extractors.anatomix import (
     anatomix_spec,
 )
 from nnunetv2_dropgen.feature_extractors.loading import load_pretrained
+from nnunetv2_dropgen.feature_extractors.minimix import MINIMIX
 from nnunetv2_dropgen.feature_extractors.preprocessing import (
     FeatureNormalization,
     InputPreprocessing,
@@ -32,6 +33,7 @@ __all__ = [
     "FeatureNormalization",
     "InputPreprocessing",
     "InstanceNormalization",
+    "MINIMIX",
     "MinMaxScaling",
     "anatomix_spec",
     "available_extractors",
