@@ -25,7 +25,6 @@ from nnunetv2_dropgen.evaluation.report import HELD_OUT_MEAN_ROW
 from nnunetv2_dropgen.trainers import DropGenTrainer
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE_WEIGHTS = Path(__file__).resolve().parents[2] / "shared/fixtures/anatomix/anatomix_random_weights.pth"
 
 
 @pytest.fixture
@@ -38,11 +37,21 @@ def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
-def test_without_weights_the_demo_stops_before_writing_anything(
+def test_offline_without_anatomix_the_demo_says_so_in_one_line_and_uses_the_embedded_extractor(
+    no_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extractor, weights = run.choose_extractor(None, None)
+    assert (extractor, weights.name, weights.origin, weights.verified) == ("minimix", "minimix", "package", True)
+    said = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(said) == 1 and "anatomix weights are not on this machine" in said[0], said
+    assert "using the embedded extractor minimix" in said[0] and "--extractor anatomix" in said[0]
+
+
+def test_insisting_on_anatomix_offline_stops_before_writing_anything(
     no_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     workdir = tmp_path / "demo"
-    assert main(["demo", "--tiny", "--workdir", str(workdir)]) == 1
+    assert main(["demo", "--tiny", "--extractor", "anatomix", "--workdir", str(workdir)]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "\n" not in error, error
     assert "anatomix.pth" in error and str(no_weights) in error, error
@@ -63,36 +72,36 @@ def test_a_failed_step_names_its_log_and_exits_1(
     assert log.read_text().startswith("$ false -d 501 -c 3d_fullres")
 
 
+@pytest.mark.parametrize("extractor", [run.PREFERRED_EXTRACTOR, run.EMBEDDED_EXTRACTOR])
 def test_nnunet_finds_demo_pairs_that_share_their_schedule_and_nnunets_init_signature(
-    monkeypatch: pytest.MonkeyPatch,
+    extractor: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("nnUNet_extTrainer", str(trainer_dir()))
     signature = list(inspect.signature(nnUNetTrainer.__init__).parameters)
     for schedule in DEMO_SCHEDULES:
-        names = demo_trainer_names(schedule, run.EXTRACTOR)
+        names = demo_trainer_names(schedule, extractor)
         dropgen, baseline = (recursive_find_trainer_class_by_name(name) for name in names)
         assert (dropgen.__name__, baseline.__name__) == names
         assert issubclass(dropgen, DropGenTrainer) and not issubclass(baseline, DropGenTrainer)
+        assert dropgen.extractor_name == extractor
         assert dropgen.schedule == baseline.schedule
         for trainer in (dropgen, baseline):
             assert list(inspect.signature(trainer.__init__).parameters) == signature
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not FIXTURE_WEIGHTS.is_file(),
-    reason=f"{FIXTURE_WEIGHTS} not found: training needs extractor weights and there is no internet",
-)
-def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
+def test_tiny_demo_end_to_end_offline(tmp_path: Path) -> None:
+    """What a new user without internet gets: the embedded extractor, said once, and every step to the end."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DROPGEN_WEIGHTS_")}
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         DROPGEN_CACHE_DIR=str(tmp_path / "empty_cache"),
+        HF_HUB_OFFLINE="1",
     )
     workdir = tmp_path / "demo"
     command = [sys.executable, "-m", "nnunetv2_dropgen.cli.main", "demo", "--tiny", "--workdir", str(workdir)]
     done = subprocess.run(
-        [*command, "--weights", str(FIXTURE_WEIGHTS), "--device", "cpu"],
+        [*command, "--device", "cpu"],
         env=env,
         capture_output=True,
         text=True,
@@ -100,28 +109,30 @@ def test_tiny_demo_end_to_end(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     out = done.stdout
+    assert "using the embedded extractor minimix" in done.stdout + done.stderr
+    dropgen = "DropGen (minimix)"
 
     data = json.loads((workdir / "dice.json").read_text())
     assert data["test_sets"] == ["source", "inverted"] and data["in_domain"] == ["source"]
-    assert data["models"] == ["DropGen", "nnU-Net"] and data["baseline"] == "nnU-Net"
-    trainers = demo_trainer_names("tiny", run.EXTRACTOR)
+    assert data["models"] == [dropgen, "nnU-Net"] and data["baseline"] == "nnU-Net"
+    trainers = demo_trainer_names("tiny", "minimix")
     assert [m["trainer"] for m in data["model_details"]] == list(trainers)
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("| test set ") and "| cases " in line)
-    assert [c.strip() for c in header.strip("|").split("|")][2:] == ["DropGen", "nnU-Net (baseline)", "Δ DropGen"]
+    assert [c.strip() for c in header.strip("|").split("|")][2:] == [dropgen, "nnU-Net (baseline)", f"Δ {dropgen}"]
     for domain, shown in (("source", "source (in-domain)"), ("inverted", "inverted")):
         row = next(line for line in lines if line.startswith(f"| {shown} ") and "structure" not in line)
         cells = [c.strip() for c in row.strip("|").split("|")]
-        for cell, model in zip(cells[2:4], ("DropGen", "nnU-Net"), strict=True):
+        for cell, model in zip(cells[2:4], (dropgen, "nnU-Net"), strict=True):
             stats = data["dice"][domain][model]["foreground_mean"]
             assert 0.0 <= stats["mean"] <= 1.0
             spread = "" if stats["std"] is None else f" ± {stats['std']:.3f}"  # one test case: no spread
             assert cell == f"{stats['mean']:.3f}{spread}"
     mean_row = next(line for line in lines if line.startswith(f"| {HELD_OUT_MEAN_ROW} "))
     means = [float(c) for c in mean_row.strip("|").split("|")[2:4]]
-    expected = [data["dice"]["inverted"][m]["foreground_mean"]["mean"] for m in ("DropGen", "nnU-Net")]
+    expected = [data["dice"]["inverted"][m]["foreground_mean"]["mean"] for m in (dropgen, "nnU-Net")]
     assert means == pytest.approx(expected, abs=5e-4)
-    assert "UNVERIFIED" in out and "do not reflect the published anatomix model" in out
+    assert "UNVERIFIED" not in out
 
     for trainer in trainers:
         model = workdir / "nnUNet_results" / "Dataset501_DropGenDemo" / f"{trainer}__nnUNetPlans__3d_fullres"

@@ -1,8 +1,9 @@
-"""nnU-Net's own command-line tools, in subprocesses, with -tr DropGenTrainer_quick on a tiny dataset.
+"""nnU-Net's own command-line tools, in subprocesses, with -tr DropGenTrainer_minimix_quick on a tiny dataset.
 
-Plan and preprocess, train (1 and 2 image channels), predict with the extractor weights made unavailable,
+Plan and preprocess, train (1 and 2 image channels; the embedded extractor, then one pretrained with
+`nnunetv2_dropgen pretrain` on the dataset's labelsTr), predict with every weights source made unusable,
 ensemble two folds with checkpoint_best, continue with --c, --val, find_best_configuration, export and
-install from zip.
+install from zip. Needs neither ../shared nor a download.
 """
 
 from __future__ import annotations
@@ -21,21 +22,16 @@ import torch
 from _tiny_dataset import write_tiny_dataset
 
 from nnunetv2_dropgen.cli.setup_commands import trainer_dir
-from nnunetv2_dropgen.weights import sha256_file
+from nnunetv2_dropgen.feature_extractors import get_extractor_spec
+from nnunetv2_dropgen.weights import packaged_path, sha256_file
 
-FIXTURE_WEIGHTS = (
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anatomix" / "anatomix_random_weights.pth"
-)
-TRAINER = "DropGenTrainer_quick"
+TRAINER = "DropGenTrainer_minimix_quick"
 ONE_CH, TWO_CH = 991, 992
+EMBEDDED = get_extractor_spec("minimix").weights
+UNUSABLE = "/nonexistent/minimix.pth"
+"""DROPGEN_WEIGHTS_MINIMIX for runs that must take the extractor from the checkpoint: resolving it would fail."""
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not FIXTURE_WEIGHTS.is_file(),
-        reason="../shared/fixtures/anatomix not found: training needs extractor weights and there is no internet",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 class Workspace:
@@ -47,7 +43,8 @@ class Workspace:
         for folder in (self.raw, self.preprocessed, self.results):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def env(self, weights: bool, results: Path | None = None) -> dict[str, str]:
+    def env(self, weights: str | None = None, results: Path | None = None) -> dict[str, str]:
+        """`weights`: DROPGEN_WEIGHTS_MINIMIX (None: the embedded file)."""
         environment = {k: v for k, v in os.environ.items() if not k.startswith("DROPGEN_WEIGHTS_")}
         environment.update(
             nnUNet_raw=str(self.raw),
@@ -57,11 +54,11 @@ class Workspace:
             DROPGEN_CACHE_DIR=str(self.root / "empty_cache"),
             HF_HUB_OFFLINE="1",
         )
-        if weights:
-            environment["DROPGEN_WEIGHTS_ANATOMIX"] = str(FIXTURE_WEIGHTS)
+        if weights is not None:
+            environment["DROPGEN_WEIGHTS_MINIMIX"] = weights
         return environment
 
-    def run(self, *args: str, weights: bool = False, results: Path | None = None) -> str:
+    def run(self, *args: str, weights: str | None = UNUSABLE, results: Path | None = None) -> str:
         command = [str(Path(sys.executable).parent / args[0]), *args[1:]]
         done = subprocess.run(command, env=self.env(weights, results), capture_output=True, text=True, timeout=900)
         output = done.stdout + done.stderr
@@ -71,7 +68,7 @@ class Workspace:
     def model_folder(self, dataset: int, results: Path | None = None) -> Path:
         return next((results or self.results).glob(f"Dataset{dataset}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres"
 
-    def train(self, dataset: int, *extra: str, weights: bool = True) -> str:
+    def train(self, dataset: int, *extra: str, weights: str | None = None) -> str:
         return self.run(
             "nnUNetv2_train", str(dataset), "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu", *extra, weights=weights
         )
@@ -142,19 +139,19 @@ def check_predictions(images: Path, predictions: Path) -> None:
         assert (labels > 0).any(), f"{case}: empty prediction"
 
 
-def test_training_loads_the_weights_and_logs_the_dropgen_settings(trained: Path) -> None:
+def test_training_loads_the_embedded_weights_and_logs_the_dropgen_settings(trained: Path) -> None:
     log = "".join(p.read_text() for p in trained.glob("training_log_*.txt"))
-    assert f"DropGen: trainer {TRAINER}, extractor anatomix (16 features per image channel" in log
-    assert "DropGen: extractor weights " in log and str(FIXTURE_WEIGHTS) in log and "UNVERIFIED" in log
-    assert f"sha256 {sha256_file(FIXTURE_WEIGHTS)}" in log
+    assert f"DropGen: trainer {TRAINER}, extractor minimix (16 features per image channel" in log
+    assert f"DropGen: extractor weights {packaged_path(EMBEDDED)}" in log and f"sha256 {EMBEDDED.sha256}" in log
+    assert "UNVERIFIED" not in log
     assert "DropGen: channel dropout p=0.75 on image and feature channels, training only" in log
     assert "DropGen: backbone input = 1 image + 16 feature + 0 extra (cascade) channels = 17" in log
     checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    published = torch.load(FIXTURE_WEIGHTS, map_location="cpu", weights_only=True)
-    for key, value in published.items():
+    embedded = torch.load(packaged_path(EMBEDDED), map_location="cpu", weights_only=True)
+    for key, value in embedded.items():
         assert torch.equal(checkpoint["network_weights"][f"extractor.{key}"], value), key
     record = checkpoint["network_weights"]["_extra_state"]
-    assert (record["extractor"], record["weights_sha256"]) == ("anatomix", sha256_file(FIXTURE_WEIGHTS))
+    assert (record["extractor"], record["weights_sha256"]) == ("minimix", EMBEDDED.sha256)
     assert (trained / "validation" / "summary.json").is_file()
 
 
@@ -180,7 +177,7 @@ def test_predict_refuses_a_checkpoint_whose_features_were_computed_otherwise(
     command = [str(Path(sys.executable).parent / "nnUNetv2_predict"), "-i", str(images), "-o"]
     command += [str(workspace.root / "pred_refused"), "-d", str(ONE_CH), "-c", "3d_fullres", "-tr", TRAINER]
     command += ["-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0"]
-    done = subprocess.run(command, env=workspace.env(False, other_results), capture_output=True, text=True)
+    done = subprocess.run(command, env=workspace.env(UNUSABLE, other_results), capture_output=True, text=True)
     assert done.returncode != 0
     assert "preprocessing 'percentile-0.5-99.5' in the checkpoint" in done.stderr
     assert not list((workspace.root / "pred_refused").glob("*.nii.gz"))
@@ -212,12 +209,12 @@ def test_continue_training_resumes_the_epoch_and_the_extractor(workspace: Worksp
     (trained / "checkpoint_final.pth").rename(trained / "checkpoint_final.pth.bak")
     logs_before = set(trained.glob("training_log_*.txt"))
     try:
-        workspace.train(ONE_CH, "--c", weights=False)
+        workspace.train(ONE_CH, "--c", weights=UNUSABLE)
     finally:
         if not (trained / "checkpoint_final.pth").exists():
             (trained / "checkpoint_final.pth.bak").rename(trained / "checkpoint_final.pth")
     new_log = "".join(p.read_text() for p in set(trained.glob("training_log_*.txt")) - logs_before)
-    assert f"DropGen: extractor weights from the checkpoint, originally {FIXTURE_WEIGHTS}" in new_log
+    assert f"DropGen: extractor weights from the checkpoint, originally {packaged_path(EMBEDDED)}" in new_log
     assert "Epoch 1" in new_log and "Epoch 0" not in new_log
     resumed = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert resumed["current_epoch"] == 2
@@ -229,7 +226,7 @@ def test_continue_training_resumes_the_epoch_and_the_extractor(workspace: Worksp
 def test_validation_only_needs_no_weights(workspace: Workspace, trained: Path) -> None:
     summary = trained / "validation" / "summary.json"
     summary.unlink()
-    workspace.train(ONE_CH, "--val", weights=False)
+    workspace.train(ONE_CH, "--val", weights=UNUSABLE)
     assert "foreground_mean" in json.loads(summary.read_text())
 
 
@@ -263,10 +260,16 @@ def test_find_best_configuration_export_and_install(workspace: Workspace, traine
     check_predictions(images, out)
 
 
-def test_two_image_channels_train_and_predict(workspace: Workspace) -> None:
-    workspace.train(TWO_CH)
+def test_an_extractor_pretrained_on_labelsTr_trains_two_channels_and_predicts(workspace: Workspace) -> None:
+    """`nnunetv2_dropgen pretrain` on the dataset's labelsTr, then nnUNetv2_train and nnUNetv2_predict with it."""
+    labels = next(workspace.raw.glob(f"Dataset{TWO_CH}_*")) / "labelsTr"
+    mine = workspace.root / "my_minimix.pth"
+    pretrain = ["nnunetv2_dropgen", "pretrain", "--architecture", "minimix", "--labels", str(labels)]
+    workspace.run(*pretrain, "--out", str(mine), "--steps", "2", "--patch-size", "32", "--device", "cpu")
+    workspace.train(TWO_CH, weights=str(mine))
     fold = workspace.model_folder(TWO_CH) / "fold_0"
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "your own extractor" in log and f"sha256 {sha256_file(mine)}" in log and "UNVERIFIED" not in log
     assert "DropGen: backbone input = 2 image + 32 feature + 0 extra (cascade) channels = 34" in log
     out = workspace.root / "pred_two_channels"
     images = workspace.predict(TWO_CH, out, "-f", "0")

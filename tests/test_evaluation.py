@@ -22,7 +22,6 @@ import matplotlib.image
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from _core_helpers import FIXTURES, requires_fixtures
 from _plans import make_plans
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
@@ -40,7 +39,7 @@ from nnunetv2_dropgen.evaluation.test_sets import discover_test_sets
 from nnunetv2_dropgen.synthetic import generate_dataset
 
 FAST_ID, E2E_ID = 960, 961
-BASELINE, DROPGEN = "nnUNetTrainer_demoTiny", "DropGenTrainer_demoTiny"
+BASELINE, DROPGEN = "nnUNetTrainer_demoTiny", "DropGenTrainer_minimix_demoTiny"
 MODEL_FOLDER = "{}__nnUNetPlans__3d_fullres"
 
 
@@ -312,8 +311,6 @@ def nnunet(*args: str, **env: str) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Dataset 961 planned, two demo-schedule models trained on it (fold all), evaluated once."""
-    if not FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures/anatomix not found: DropGen training needs extractor weights")
     raw = generate_dataset(
         os.environ["nnUNet_raw"], dataset_id=E2E_ID, name="EvalEndToEnd", num_train=2, num_test_per_domain=2,
         shape=(32, 32, 32), domains=["inverted"],
@@ -321,11 +318,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     nnunet("nnUNetv2_plan_and_preprocess", "-d", str(E2E_ID), "-c", "3d_fullres", "-np", "1", "-npfp", "1")
     from nnunetv2_dropgen.cli.setup_commands import trainer_dir
 
-    weights = str(FIXTURES / "anatomix_random_weights.pth")
-    for trainer in (BASELINE, DROPGEN):
+    for trainer in (BASELINE, DROPGEN):  # DropGen with the embedded extractor: no download, no ../shared
         nnunet(
             "nnUNetv2_train", str(E2E_ID), "3d_fullres", "all", "-tr", trainer, "-device", "cpu",
-            nnUNet_extTrainer=str(trainer_dir()), DROPGEN_WEIGHTS_ANATOMIX=weights,
+            nnUNet_extTrainer=str(trainer_dir()),
         )  # fmt: skip
     out = tmp_path_factory.mktemp("evaluation")
     request = EvaluationRequest(E2E_ID, [ModelSpec(BASELINE), ModelSpec(DROPGEN)], out=out, in_domain=("source",))
@@ -342,7 +338,6 @@ def prediction_dir(trained: dict, trainer: str, test_set: str) -> Path:
 
 
 @pytest.mark.slow
-@requires_fixtures
 def test_the_table_holds_nnunets_own_metrics(trained: dict) -> None:
     result = trained["result"]
     data = json.loads(result.files["json"].read_text())
@@ -376,7 +371,6 @@ def test_the_table_holds_nnunets_own_metrics(trained: dict) -> None:
 
 
 @pytest.mark.slow
-@requires_fixtures
 def test_the_figure_has_a_row_per_test_set_and_a_column_per_model(trained: dict) -> None:
     figure = trained["result"].files["figure"]
     pixels = matplotlib.image.imread(figure)
@@ -386,7 +380,6 @@ def test_the_figure_has_a_row_per_test_set_and_a_column_per_model(trained: dict)
 
 
 @pytest.mark.slow
-@requires_fixtures
 def test_a_rerun_after_an_interruption_predicts_only_the_missing_case(trained: dict) -> None:
     """As a kill leaves it: one prediction never finished, a truncated file in the partial folder."""
     first = to_csv_values(trained["result"].files["csv"])
@@ -412,7 +405,6 @@ def test_a_rerun_after_an_interruption_predicts_only_the_missing_case(trained: d
 
 
 @pytest.mark.slow
-@requires_fixtures
 def test_the_command_prints_the_table_and_reuses_everything(trained: dict, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["-d", str(E2E_ID), "-tr", BASELINE, DROPGEN, "--out", str(trained["out"]), "--in-domain", "source"]
     assert evaluate_cli(*argv, "--device", "cpu") == 0
@@ -429,7 +421,6 @@ def test_the_command_prints_the_table_and_reuses_everything(trained: dict, capsy
 
 
 @pytest.mark.slow
-@requires_fixtures
 def test_worker_processes_predict_what_sequential_prediction_does(trained: dict, tmp_path: Path) -> None:
     images, labels = trained["raw"] / "imagesTs_inverted", trained["raw"] / "labelsTs_inverted"
     argv = ["-d", str(E2E_ID), "-tr", BASELINE, "--test-set", "inverted", str(images), str(labels)]

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets = [name for name in list_domains() if name != SOURCE_DOMAIN]
     parser = subparsers.add_parser(
         "demo",
-        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 15 min on a CPU)",
+        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 10 min on a CPU)",
         description="Generate a synthetic dataset, plan and preprocess it with nnU-Net, train DropGenTrainer "
         "and nnUNetTrainer on the source domain with the same short schedule, predict every test domain with "
         "both and print their Dice. Everything (nnU-Net folders, logs, figure) stays in --workdir.",
@@ -28,10 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workdir", type=Path, default=Path("dropgen_demo"), metavar="DIR", help="default: ./dropgen_demo"
     )
     parser.add_argument(
+        "--extractor",
+        choices=("anatomix", "minimix"),
+        help="DropGen's extractor; default: anatomix when its weights are here or download quickly, else the "
+        "embedded minimix (say --extractor anatomix to insist on anatomix)",
+    )
+    parser.add_argument(
         "--weights",
         type=Path,
         metavar="PATH",
-        help="anatomix weight file (anatomix.pth) to use instead of the cache or a download",
+        help="extractor weight file to use instead of the cache, a download or the embedded file "
+        "(anatomix.pth unless --extractor names another)",
     )
     parser.add_argument(
         "--tiny",
@@ -67,6 +74,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from nnunetv2_dropgen.demo.commands import StepFailed
     from nnunetv2_dropgen.demo.run import DemoError, DemoSettings, run_demo, unverified_note
+    from nnunetv2_dropgen.evaluation import EvaluationError
     from nnunetv2_dropgen.weights import WeightsError
 
     data = TINY_DATA if args.tiny else DEFAULT_DATA
@@ -85,11 +93,12 @@ def _demo(args: argparse.Namespace) -> int:
         shape=tuple(args.shape or data["shape"]),
         domains=tuple(domains) if domains is not None else None,
         dataset_id=args.dataset_id,
+        extractor=args.extractor,
         weights=args.weights,
     )
     try:
         result = run_demo(settings)
-    except (WeightsError, DemoError, StepFailed, FileNotFoundError) as exc:
+    except (WeightsError, DemoError, StepFailed, EvaluationError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print()

@@ -30,14 +30,17 @@ from nnunetv2_dropgen.evaluation.metrics import FOREGROUND
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset
 from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
-from nnunetv2_dropgen.weights import ResolvedWeights, resolve_weights
+from nnunetv2_dropgen.weights import ResolvedWeights, WeightsDownloadFailed, WeightsMissing, resolve_weights
 
-EXTRACTOR = "anatomix"
+PREFERRED_EXTRACTOR = "anatomix"
+"""DropGen's extractor, used whenever its weights are on this machine or can be fetched quickly."""
+EMBEDDED_EXTRACTOR = "minimix"
+"""The extractor shipped in the package, used when anatomix cannot be had (offline, air-gapped)."""
 DATASET_NAME = "DropGenDemo"
 CONFIGURATION = "3d_fullres"
 FOLD = "all"  # train on every source case: no cross-validation split, so few cases suffice
-HEADERS = ("DropGen", "nnU-Net")
-"""The two models' names in the table and the figure; nnU-Net is the baseline."""
+BASELINE_HEADER = "nnU-Net"
+"""The baseline's name in the table and the figure; DropGen's names its extractor, e.g. 'DropGen (minimix)'."""
 FIGURE_NAME = "dropgen_demo.png"
 
 
@@ -57,6 +60,7 @@ class DemoSettings:
     shape: tuple[int, int, int]
     domains: tuple[str, ...] | None = None  # None: every built-in target domain
     dataset_id: int = 501
+    extractor: str | None = None  # None: anatomix when it can be had quickly, else the embedded minimix
     weights: Path | None = None  # an explicit extractor weight file (--weights)
 
 
@@ -64,6 +68,7 @@ class DemoSettings:
 class DemoResult:
     dice: dict[str, dict[str, float]]  # domain -> trainer -> foreground-mean Dice
     trainers: tuple[str, str]
+    extractor: str
     table: str
     figure: Path
     dice_file: Path
@@ -80,20 +85,19 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     """Run every step; raises WeightsError (before anything is written), DemoError, StepFailed or EvaluationError."""
     if settings.num_train < 1 or settings.num_test < 1:
         raise DemoError("The demo needs at least one training case and one test case per domain.")
-    with warnings.catch_warnings():  # an unverified file is reported below, in the demo's own words
-        warnings.simplefilter("ignore", UserWarning)
-        weights = resolve_weights(EXTRACTOR, get_extractor_spec(EXTRACTOR).weights, settings.weights)
-    say(f"{EXTRACTOR} weights: {weights.path} ({weights.origin}; {weights.detail})")
+    extractor, weights = choose_extractor(settings.extractor, settings.weights)
+    say(f"{extractor} weights: {weights.path} ({weights.origin}; {weights.detail})")
     if not weights.verified:
         say(f"WARNING: DropGen will use UNVERIFIED extractor weights ({weights.path}).")
+    headers = (f"DropGen ({extractor})", BASELINE_HEADER)
     workdir = settings.workdir.resolve()
-    trainers = demo_trainer_names(settings.schedule, EXTRACTOR)
+    trainers = demo_trainer_names(settings.schedule, extractor)
     explicit = weights.path if settings.weights is not None else None
-    env = nnunet_environment(workdir, settings.device, explicit, EXTRACTOR)
+    env = nnunet_environment(workdir, settings.device, explicit, extractor)
     logs = workdir / "logs"
     say(f"Working folder: {workdir} (logs in {logs})")
 
-    steps = ["generate data", "plan and preprocess", *(f"train {h}" for h in HEADERS), "predict and evaluate"]
+    steps = ["generate data", "plan and preprocess", *(f"train {h}" for h in headers), "predict and evaluate"]
     with tqdm(total=len(steps), desc="demo", unit="step", position=0, disable=None) as overall:
 
         def next_step() -> None:
@@ -116,21 +120,50 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         )
         overall.update()
 
-        for trainer, header in zip(trainers, HEADERS, strict=True):
+        for trainer, header in zip(trainers, headers, strict=True):
             next_step()
             _train(settings, trainer, header, env, logs)
             overall.update()
 
         next_step()
         with in_process(env):
-            evaluation = run_evaluation(_request(settings, workdir, dataset, domains, trainers, weights, env))
+            request = _request(settings, workdir, dataset, domains, trainers, headers, weights, env)
+            evaluation = run_evaluation(request)
         overall.update()
 
     table = evaluation.table
-    dice = {d: {t: table.mean(d, h, FOREGROUND) for t, h in zip(trainers, HEADERS, strict=True)} for d in domains}
+    dice = {d: {t: table.mean(d, h, FOREGROUND) for t, h in zip(trainers, headers, strict=True)} for d in domains}
+    files = evaluation.files
     return DemoResult(
-        dice, trainers, evaluation.markdown, evaluation.files["figure"], evaluation.files["json"], weights, evaluation
+        dice, trainers, extractor, evaluation.markdown, files["figure"], files["json"], weights, evaluation
     )
+
+
+def choose_extractor(requested: str | None, weights: Path | None) -> tuple[str, ResolvedWeights]:
+    """The extractor the demo uses and its weights, resolved before anything is written.
+
+    Asked for by name (or with a weights file, which is anatomix's unless named otherwise): that one or a
+    WeightsError. Otherwise anatomix when its weights are here or download quickly, else the embedded
+    minimix, said in one line.
+    """
+    name = requested or (PREFERRED_EXTRACTOR if weights is not None else None)
+    if name is not None:
+        return name, _resolve(name, weights)
+    try:
+        return PREFERRED_EXTRACTOR, _resolve(PREFERRED_EXTRACTOR, None)
+    except (WeightsMissing, WeightsDownloadFailed) as exc:
+        say(
+            f"{PREFERRED_EXTRACTOR} weights are not on this machine and cannot be downloaded now "
+            f"({type(exc).__name__}); using the embedded extractor {EMBEDDED_EXTRACTOR} instead "
+            f"(--extractor {PREFERRED_EXTRACTOR} insists on {PREFERRED_EXTRACTOR})."
+        )
+        return EMBEDDED_EXTRACTOR, _resolve(EMBEDDED_EXTRACTOR, None)
+
+
+def _resolve(name: str, explicit: Path | None) -> ResolvedWeights:
+    with warnings.catch_warnings():  # an unverified file is reported by run_demo, in the demo's own words
+        warnings.simplefilter("ignore", UserWarning)
+        return resolve_weights(name, get_extractor_spec(name).weights, explicit)
 
 
 def _request(
@@ -139,22 +172,23 @@ def _request(
     dataset: Path,
     domains: list[str],
     trainers: tuple[str, str],
+    headers: tuple[str, str],
     weights: ResolvedWeights,
     env: Mapping[str, str],
 ) -> EvaluationRequest:
     """Every domain is a test set (the source one in-domain); predictions and results go into the working folder."""
     model_folder = Path(env["nnUNet_results"]) / dataset.name / f"{trainers[0]}__nnUNetPlans__{CONFIGURATION}"
-    title = f"Trained on '{SOURCE_DOMAIN}' only ({trainers[0]} vs {trainers[1]})"
+    title = f"Trained on '{SOURCE_DOMAIN}' only ({trainers[0]} vs {trainers[1]}); DropGen's extractor: {weights.name}"
     if not weights.verified:
-        title += f"\nDropGen used UNVERIFIED extractor weights: not the published {EXTRACTOR} model"
+        title += f"\nDropGen used UNVERIFIED extractor weights: not the published {weights.name} model"
     return EvaluationRequest(
         dataset=settings.dataset_id,
         models=[
             ModelSpec(trainer, configuration=CONFIGURATION, folds=(FOLD,), label=header)
-            for trainer, header in zip(trainers, HEADERS, strict=True)
+            for trainer, header in zip(trainers, headers, strict=True)
         ],
         test_sets=[TestSet(d, dataset / f"imagesTs_{d}", dataset / f"labelsTs_{d}") for d in domains],
-        baseline=HEADERS[1],
+        baseline=BASELINE_HEADER,
         out=workdir,
         prediction=PredictionSettings(device=settings.device),
         in_domain=(SOURCE_DOMAIN,),
@@ -204,8 +238,8 @@ def unverified_note(weights: ResolvedWeights) -> str | None:
         return None
     return (
         f"DropGen used UNVERIFIED extractor weights ({weights.path}): these Dice values do not reflect the "
-        f"published {EXTRACTOR} model."
+        f"published {weights.name} model."
     )
 
 
-__all__ = ["DemoError", "DemoResult", "DemoSettings", "run_demo", "unverified_note"]
+__all__ = ["DemoError", "DemoResult", "DemoSettings", "choose_extractor", "run_demo", "unverified_note"]
