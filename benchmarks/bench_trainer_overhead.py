@@ -126,7 +126,7 @@ def measure_training(spec: RunSpec) -> dict:
         "patch_size": tuple(int(s) for s in trainer.configuration_manager.patch_size),
         "data_shape": data_shape,
         "network": type(network).__name__,
-        "extractor_weights": getattr(network, "extractor_weights", None),
+        "extractor_weights": network.record.weights_origin if hasattr(network, "record") else None,
         "compiled": isinstance(trainer.network, OptimizedModule),
         "train_step": excluded,
         "train_iteration": included,
