@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import math
-from functools import partial
 
 import torch
 from _common import Timing, default_device, machine_description, timed
 
 from nnunetv2_dropgen.feature_extractors import (
     AnatomixConfig,
-    AnatomixUNet,
     ExtractorSpec,
+    anatomix_spec,
     get_extractor_spec,
     register_extractor,
 )
@@ -42,13 +41,7 @@ def _spec(args: argparse.Namespace) -> ExtractorSpec:
         return get_extractor_spec(args.architecture)
     config = AnatomixConfig(output_nc=args.output_nc, num_downs=args.num_downs, ngf=args.ngf)
     return register_extractor(
-        ExtractorSpec(
-            name=f"bench-anatomix-ngf{args.ngf}-d{args.num_downs}-f{args.output_nc}",
-            build=partial(AnatomixUNet, config),
-            feature_channels=config.output_nc,
-            spatial_multiple=config.spatial_multiple,
-            min_spatial_size=2 * config.spatial_multiple,
-        )
+        anatomix_spec(f"bench-anatomix-ngf{args.ngf}-d{args.num_downs}-f{args.output_nc}", config)
     )
 
 

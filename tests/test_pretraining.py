@@ -13,7 +13,6 @@ import math
 import os
 import socket
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,12 @@ import torch
 import torch.multiprocessing as mp
 
 from nnunetv2_dropgen.cli import pretrain_command
-from nnunetv2_dropgen.feature_extractors import AnatomixConfig, AnatomixUNet, ExtractorSpec, registered_extractor
+from nnunetv2_dropgen.feature_extractors import (
+    AnatomixConfig,
+    ExtractorSpec,
+    anatomix_spec,
+    registered_extractor,
+)
 from nnunetv2_dropgen.pretraining import (
     ContrastiveObjective,
     LabelMapError,
@@ -50,14 +54,7 @@ BRIEF_STEPS = 80
 
 
 def tiny_spec(name: str = TINY) -> ExtractorSpec:
-    config = AnatomixConfig(output_nc=8, num_downs=2, ngf=4)
-    return ExtractorSpec(
-        name=name,
-        build=partial(AnatomixUNet, config),
-        feature_channels=config.output_nc,
-        spatial_multiple=config.spatial_multiple,
-        min_spatial_size=2 * config.spatial_multiple,
-    )
+    return anatomix_spec(name, AnatomixConfig(output_nc=8, num_downs=2, ngf=4))
 
 
 @pytest.fixture(scope="module", autouse=True)

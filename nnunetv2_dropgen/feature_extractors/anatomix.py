@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nnunetv2_dropgen.feature_extractors.registry import ExtractorSpec, register_extractor
-from nnunetv2_dropgen.weights.sources import PublishedWeights
+from nnunetv2_dropgen.weights.sources import PublishedWeights, WeightsSource
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ class AnatomixUNet(nn.Module):
         return [*levels, x]
 
 
-def anatomix_spec(name: str, config: AnatomixConfig, weights: PublishedWeights | None = None) -> ExtractorSpec:
+def anatomix_spec(name: str, config: AnatomixConfig, weights: WeightsSource | None = None) -> ExtractorSpec:
     """An extractor of anatomix's layout: per-patch [0, 1] input, instance-normalized 16-or-more features."""
     return ExtractorSpec(
         name=name,
