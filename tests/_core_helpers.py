@@ -18,10 +18,8 @@ ANATOMIX_FEATURES = 16
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "anatomix"
 
-requires_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(),
-    reason="../shared/fixtures/anatomix not found: parity fixtures ship only beside the CI checkout",
-)
+FIXTURES_MISSING = "../shared/fixtures/anatomix not found: the parity fixtures ship only beside the CI checkout"
+requires_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=FIXTURES_MISSING)
 
 
 def relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:

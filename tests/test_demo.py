@@ -29,11 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty cache, no DROPGEN_WEIGHTS_* variables and no network; returns the cache folder."""
+    """An empty cache (conftest already clears DROPGEN_WEIGHTS_* and sets HF_HUB_OFFLINE); returns its folder."""
     monkeypatch.setenv("DROPGEN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in [n for n in os.environ if n.startswith("DROPGEN_WEIGHTS_")]:
-        monkeypatch.delenv(name)
     return tmp_path / "cache"
 
 
@@ -92,11 +89,10 @@ def test_nnunet_finds_demo_pairs_that_share_their_schedule_and_nnunets_init_sign
 @pytest.mark.slow
 def test_tiny_demo_end_to_end_offline(tmp_path: Path) -> None:
     """What a new user without internet gets: the embedded extractor, said once, and every step to the end."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPGEN_WEIGHTS_")}
+    env = dict(os.environ)  # offline, no DROPGEN_WEIGHTS_* (conftest)
     env.update(
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         DROPGEN_CACHE_DIR=str(tmp_path / "empty_cache"),
-        HF_HUB_OFFLINE="1",
     )
     workdir = tmp_path / "demo"
     command = [sys.executable, "-m", "nnunetv2_dropgen.cli.main", "demo", "--tiny", "--workdir", str(workdir)]

@@ -45,14 +45,13 @@ class Workspace:
 
     def env(self, weights: str | None = None, results: Path | None = None) -> dict[str, str]:
         """`weights`: DROPGEN_WEIGHTS_MINIMIX (None: the embedded file)."""
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("DROPGEN_WEIGHTS_")}
+        environment = dict(os.environ)  # offline, no DROPGEN_WEIGHTS_* (conftest)
         environment.update(
             nnUNet_raw=str(self.raw),
             nnUNet_preprocessed=str(self.preprocessed),
             nnUNet_results=str(results or self.results),
             nnUNet_extTrainer=str(trainer_dir()),
             DROPGEN_CACHE_DIR=str(self.root / "empty_cache"),
-            HF_HUB_OFFLINE="1",
         )
         if weights is not None:
             environment["DROPGEN_WEIGHTS_MINIMIX"] = weights

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _core_helpers import ANATOMIX_FEATURES, FIXTURES, relative_error, requires_fixtures, tiny_backbone
+from _core_helpers import (
+    ANATOMIX_FEATURES,
+    FIXTURES,
+    FIXTURES_MISSING,
+    relative_error,
+    requires_fixtures,
+    tiny_backbone,
+)
 from torch import nn
 
 from nnunetv2_dropgen.feature_extractors import (
@@ -49,7 +56,7 @@ def _load(config: AnatomixConfig, weights_file: str) -> AnatomixUNet:
 @pytest.fixture(scope="module")
 def anatomix_io():
     if not FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures/anatomix not found: parity fixtures ship only beside the CI checkout")
+        pytest.skip(FIXTURES_MISSING)
     with np.load(FIXTURES / "anatomix_reference_io.npz") as data:
         return {key: torch.from_numpy(data[key]) for key in data.files}
 
@@ -57,7 +64,7 @@ def anatomix_io():
 @pytest.fixture(scope="module")
 def anatomix_model():
     if not FIXTURES.is_dir():
-        pytest.skip("../shared/fixtures/anatomix not found: parity fixtures ship only beside the CI checkout")
+        pytest.skip(FIXTURES_MISSING)
     return _load(ANATOMIX, "anatomix_random_weights.pth")
 
 
@@ -197,8 +204,11 @@ def test_user_extractor_is_used_by_build_dropgen_network():
         net = build_dropgen_network("test-user-conv", backbone, pretrained=True)
         assert net.extractor is conv
         assert net.feature_channels == 3 and net.spec is spec
-        assert net.record.weights_origin == "provided by the extractor's build function"
         assert net.record.weights_sha256 == state_dict_sha256(conv)
+        assert (
+            net.record.weights_origin
+            == f"provided by the extractor's build function (sha256 {state_dict_sha256(conv)})"
+        )
         net.eval()
         with torch.no_grad():
             out = net(torch.randn(2, 1, 10, 12, 6))

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from _core_helpers import FIXTURES, requires_fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_WEIGHTS = ROOT.parent / "shared" / "fixtures" / "anatomix" / "anatomix_random_weights.pth"
+FIXTURE_WEIGHTS = FIXTURES / "anatomix_random_weights.pth"
 
 
 def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
 
-@pytest.mark.skipif(not FIXTURE_WEIGHTS.is_file(), reason="../shared/fixtures/anatomix not found (needed as weights)")
+@requires_fixtures
 def test_readme_network_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture's random anatomix weights stand in for the published ones (no download here)."""
     monkeypatch.setenv("DROPGEN_WEIGHTS_ANATOMIX", str(FIXTURE_WEIGHTS))
     example = next(block for block in python_blocks() if "build_dropgen_network" in block)
     namespace: dict = {}

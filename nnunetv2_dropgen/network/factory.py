@@ -47,7 +47,9 @@ def load_extractor_weights(network: DropGenNetwork, weights: str | os.PathLike |
     resolved = load_pretrained(network.spec.name, network.extractor, weights)
     if resolved is None:
         digest = state_dict_sha256(network.extractor)
-        network.record = network.record.with_weights(digest, "provided by the extractor's build function")
+        network.record = network.record.with_weights(
+            digest, f"provided by the extractor's build function (sha256 {digest})"
+        )
     else:
         network.record = network.record.with_weights(resolved.sha256, resolved.describe())
 

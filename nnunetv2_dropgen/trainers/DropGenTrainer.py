@@ -106,7 +106,7 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
             f"DropGen: trainer {self.__class__.__name__}, extractor {spec.name} ({spec.feature_channels} features "
             f"per image channel, spatial multiple {spec.spatial_multiple}, input {record.preprocessing}, output "
             f"{record.normalization})",
-            f"DropGen: extractor weights {source}{record.weights_origin}; sha256 {record.weights_sha256}",
+            f"DropGen: extractor weights {source}{record.weights_origin}",
             f"DropGen: channel dropout p={network.p} on {dropped}, training only",
             f"DropGen: backbone input = {n_img} image + {n_feat} feature + {n_extra} extra (cascade) channels "
             f"= {n_img + n_feat + n_extra}",
