@@ -141,7 +141,8 @@ def check_predictions(images: Path, predictions: Path) -> None:
 def test_training_loads_the_embedded_weights_and_logs_the_dropgen_settings(trained: Path) -> None:
     log = "".join(p.read_text() for p in trained.glob("training_log_*.txt"))
     assert f"DropGen: trainer {TRAINER}, extractor minimix (16 features per image channel" in log
-    assert f"DropGen: extractor weights {packaged_path(EMBEDDED)}" in log and f"sha256 {EMBEDDED.sha256}" in log
+    assert f"DropGen: extractor weights: minimix weights {packaged_path(EMBEDDED)} (package;" in log
+    assert f"sha256 {EMBEDDED.sha256}" in log
     assert "UNVERIFIED" not in log
     assert "DropGen: channel dropout p=0.75 on image and feature channels, training only" in log
     assert "DropGen: backbone input = 1 image + 16 feature + 0 extra (cascade) channels = 17" in log
@@ -213,7 +214,8 @@ def test_continue_training_resumes_the_epoch_and_the_extractor(workspace: Worksp
         if not (trained / "checkpoint_final.pth").exists():
             (trained / "checkpoint_final.pth.bak").rename(trained / "checkpoint_final.pth")
     new_log = "".join(p.read_text() for p in set(trained.glob("training_log_*.txt")) - logs_before)
-    assert f"DropGen: extractor weights from the checkpoint, originally {packaged_path(EMBEDDED)}" in new_log
+    resumed_from = "DropGen: extractor weights from the checkpoint; at the start of training: minimix weights"
+    assert f"{resumed_from} {packaged_path(EMBEDDED)}" in new_log
     assert "Epoch 1" in new_log and "Epoch 0" not in new_log
     resumed = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert resumed["current_epoch"] == 2

@@ -101,12 +101,12 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
         n_extra = network.num_extra_channels
         dropped = "image and feature channels" if network.use_image else "feature channels (images always zeroed)"
         record, spec = network.record, network.spec
-        source = "from the checkpoint, originally " if self._extractor_weights_from_checkpoint else ""
+        source = " from the checkpoint; at the start of training" if self._extractor_weights_from_checkpoint else ""
         lines = [
             f"DropGen: trainer {self.__class__.__name__}, extractor {spec.name} ({spec.feature_channels} features "
             f"per image channel, spatial multiple {spec.spatial_multiple}, input {record.preprocessing}, output "
             f"{record.normalization})",
-            f"DropGen: extractor weights {source}{record.weights_origin}",
+            f"DropGen: extractor weights{source}: {record.weights_origin}",
             f"DropGen: channel dropout p={network.p} on {dropped}, training only",
             f"DropGen: backbone input = {n_img} image + {n_feat} feature + {n_extra} extra (cascade) channels "
             f"= {n_img + n_feat + n_extra}",
