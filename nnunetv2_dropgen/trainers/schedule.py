@@ -25,7 +25,7 @@ NAMED_SCHEDULES: dict[str, Schedule] = {
     "demoGPU": Schedule(30, 100, 10, final_validation=False),
 }
 """Schedules by trainer-name part. quick: a smoke test of a set-up (minutes on a CPU). demoTiny: the demo's
-CI smoke test. demo: 200 iterations, 4-9 minutes per trainer on 2 CPU cores. demoGPU: 3000 iterations.
+CI smoke test. demo: 200 iterations (about 20 minutes for DropGen at 48^3 on 2 CPU cores). demoGPU: 3000 iterations.
 The demo ones train on fold 'all' and are scored on held-out test sets, so they skip the final validation."""
 
 _EPOCHS = re.compile(r"^(\d+)epochs?$")
