@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets = [name for name in list_domains() if name != SOURCE_DOMAIN]
     parser = subparsers.add_parser(
         "demo",
-        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 40 min on a 2-core CPU)",
+        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (over half an hour on a 2-core CPU)",
         description="Generate a synthetic dataset, plan and preprocess it with nnU-Net, train DropGenTrainer "
         "and nnUNetTrainer on the source domain with the same short schedule, predict every test domain with "
         "both and print their Dice. Everything (nnU-Net folders, logs, figure) stays in --workdir.",
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--schedule",
         choices=SCHEDULES,
         help="training length, the same for both trainers: tiny (smoke test), cpu (the whole demo in about "
-        "40 min on 2 cores), gpu (longer, better-trained models); default: gpu with CUDA, else cpu (tiny with --tiny)",
+        "over 30 min on 2 cores), gpu (longer, better-trained models); default: gpu with CUDA, else cpu (tiny with --tiny)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--num-train", type=int, help="training cases (default: 8; --tiny: 2)")
