@@ -48,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--schedule",
         choices=SCHEDULES,
-        help="training length, the same for both trainers: tiny (smoke test), cpu (the whole demo in about "
-        "over 30 min on 2 cores), gpu (longer, better-trained models); default: gpu with CUDA, else cpu (tiny with --tiny)",
+        help="training length, the same for both trainers: tiny (smoke test), cpu (the whole demo takes over "
+        "30 min on 2 cores), gpu (longer, better-trained models); default: gpu with CUDA, else cpu (tiny with --tiny)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--num-train", type=int, help="training cases (default: 8; --tiny: 2)")
