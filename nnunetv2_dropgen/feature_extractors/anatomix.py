@@ -109,17 +109,15 @@ class AnatomixUNet(nn.Module):
     def _pool(self) -> nn.Module:
         return nn.MaxPool3d(2) if self.config.pooling == "Max" else nn.AvgPool3d(2)
 
-    @property
-    def decoder_level_channels(self) -> list[int]:
-        """Channels of each decoder level's output, coarsest first (what `forward_levels` returns before the output)."""
-        widths = [self.config.ngf * 2**level for level in range(self.config.num_downs)]
-        return widths[::-1]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_levels(x)[-1]
+        return self._run(x, keep_levels=False)[-1]
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each decoder level's output (coarsest first), then the final output: what pretraining supervises."""
+        return self._run(x, keep_levels=True)
+
+    def _run(self, x: torch.Tensor, keep_levels: bool) -> list[torch.Tensor]:
+        """The forward pass; decoder levels are kept only when asked, so inference frees them as it goes."""
         if x.ndim != 5:
             raise ValueError(f"anatomix is a 3D network and needs (B, 1, Z, Y, X) input; got shape {tuple(x.shape)}.")
         multiple = self.config.spatial_multiple
@@ -139,7 +137,7 @@ class AnatomixUNet(nn.Module):
             elif index == next_concat:
                 x = torch.cat([skips.pop(), x], dim=1)
                 next_concat = next(concat_at, None)
-            elif index in self._decoder_level_ends:
+            elif keep_levels and index in self._decoder_level_ends:
                 levels.append(x)
         return [*levels, x]
 
