@@ -16,6 +16,7 @@ from scipy import ndimage
 from nnunetv2_dropgen.cli import synthetic_command
 from nnunetv2_dropgen.synthetic import (
     DEFAULT_DOMAINS,
+    LABEL_KINDS,
     SHAPE_KINDS,
     SOURCE_DOMAIN,
     Domain,
@@ -156,6 +157,40 @@ def test_label_maps_vary_between_cases() -> None:
         assert len(set(volumes)) == len(volumes), (label, volumes)
         boxes = {tuple(map(str, ndimage.find_objects((labels == label).astype(int))[0])) for labels in maps}
         assert len(boxes) == len(maps), label
+
+
+def _hollow_at_centre(mask: np.ndarray) -> bool:
+    return not mask[tuple(np.round(ndimage.center_of_mass(mask)).astype(int))]
+
+
+def test_label_kinds_fix_each_labels_shape() -> None:
+    """With kinds, the last-drawn label (never overwritten) is always of its kind; without, kinds vary."""
+    shape = (32, 32, 32)
+    seeds = range(6)
+    tori = [random_label_map(shape, 3, np.random.default_rng(s), kinds=("blob", "shell", "torus")) for s in seeds]
+    boxes = [random_label_map(shape, 3, np.random.default_rng(s), kinds=("torus", "blob", "ellipsoid")) for s in seeds]
+    assert all(_hollow_at_centre(labels == 3) for labels in tori)
+    assert not any(_hollow_at_centre(labels == 3) for labels in boxes)
+    free = [random_label_map(shape, 3, np.random.default_rng(s)) for s in range(12)]
+    assert 0 < sum(_hollow_at_centre(labels == 3) for labels in free) < len(free)
+    for bad in (("blob", "shell"), ("blob", "shell", "sphere")):
+        with pytest.raises(ValueError, match="one structure kind per label"):
+            random_label_map(shape, 3, np.random.default_rng(0), kinds=bad)
+
+
+def test_dataset_labels_keep_their_kind_in_every_case(dataset: Path) -> None:
+    """A label is recognisable by its shape in every case and every domain (LABEL_KINDS: label 3 is a torus)."""
+    assert LABEL_KINDS[2] == "torus"
+    label_files = sorted(dataset.glob("labelsT*/*.nii.gz"))
+    assert len(label_files) >= 3 + 2 * len(list_domains())
+    for path in label_files:
+        assert _hollow_at_centre(_read(path) == 3), path
+
+
+def test_dataset_refuses_more_labels_than_structure_kinds(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"num_labels must be between 1 and {len(LABEL_KINDS)}"):
+        generate_dataset(tmp_path, num_labels=len(LABEL_KINDS) + 1, **SMALL)
+    assert not any(tmp_path.iterdir())
 
 
 # --- domains, measured on renders of one label map ---------------------------------------------------

@@ -43,7 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar=("Z", "Y", "X"),
         help="voxel size (default: 1 1 1)",
     )
-    parser.add_argument("--num-labels", type=int, default=3, help="structures per case (default: 3)")
+    parser.add_argument(
+        "--num-labels", type=int, default=3, help="structures per case, each its own shape (default: 3, at most 5)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--domains",

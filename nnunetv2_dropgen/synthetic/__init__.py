@@ -1,6 +1,6 @@
 """Synthetic domain-shift datasets: train on one imaging domain, test on held-out shifted ones."""
 
-from nnunetv2_dropgen.synthetic.dataset import generate_dataset, list_domains
+from nnunetv2_dropgen.synthetic.dataset import LABEL_KINDS, generate_dataset, list_domains
 from nnunetv2_dropgen.synthetic.domains import (
     DEFAULT_DOMAINS,
     SOURCE_DOMAIN,
@@ -12,6 +12,7 @@ from nnunetv2_dropgen.synthetic.shapes import SHAPE_KINDS, random_label_map, str
 
 __all__ = [
     "DEFAULT_DOMAINS",
+    "LABEL_KINDS",
     "SHAPE_KINDS",
     "SOURCE_DOMAIN",
     "Domain",

@@ -3,7 +3,8 @@
 Training cases come from the `source` domain only; every domain (source included, as the in-domain
 reference) gets its own test folders, so a model's Dice can be compared across domain shifts.
 Test sets are paired: test case i has the same label map, texture, bias pattern and noise in every domain,
-so differences between domains measure the shift alone, not different anatomy.
+so differences between domains measure the shift alone, not different anatomy. Each label is one kind of
+structure in every case (LABEL_KINDS), so a label can be recognised by its shape under any contrast.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_j
 from nnunetv2_dropgen.synthetic.domains import SOURCE_DOMAIN, Domain, default_domains, render
 from nnunetv2_dropgen.synthetic.shapes import random_label_map
 
-GENERATOR_VERSION = 1
-"""Bump when the generated data change for the same parameters, so stale datasets are not reused."""
+GENERATOR_VERSION = 2
+"""Bump when the generated data change for the same parameters, so stale datasets are not reused.
+2: each label has its own structure kind (LABEL_KINDS); in version 1 every structure's kind was random."""
+
+LABEL_KINDS: tuple[str, ...] = ("blob", "shell", "torus", "rounded_box", "ellipsoid")
+"""Label i is always a LABEL_KINDS[i - 1] (size, pose and place vary), as an organ keeps its shape across
+patients. With random kinds a label would be defined by its intensity alone, and a contrast change (the
+inverted and remapped domains) would leave no information from which any model could name it."""
 
 FILE_ENDING = ".nii.gz"
 DOMAINS_FILE = "domains.json"
@@ -122,6 +129,12 @@ def generate_dataset(
         raise ValueError(f"name {name!r} must be non-empty and use only letters, digits, '_' and '-'.")
     if num_train < 1 or num_test_per_domain < 0:
         raise ValueError("num_train must be at least 1 and num_test_per_domain at least 0.")
+    if not 1 <= num_labels <= len(LABEL_KINDS):
+        raise ValueError(
+            f"num_labels must be between 1 and {len(LABEL_KINDS)} (one structure kind per label: "
+            f"{', '.join(LABEL_KINDS)}), got {num_labels}."
+        )
+    kinds = LABEL_KINDS[:num_labels]
     resolved = _resolve_domains(domains, num_labels)
 
     out_raw_dir = Path(out_raw_dir)
@@ -166,7 +179,7 @@ def generate_dataset(
     (folder / "labelsTr").mkdir()
     for index in range(num_train):
         case = f"case_{index:03d}"
-        labels = random_label_map(shape, num_labels, _case_rng(seed, _TRAIN, index, _LABEL_STREAM))
+        labels = random_label_map(shape, num_labels, _case_rng(seed, _TRAIN, index, _LABEL_STREAM), kinds=kinds)
         image = render(labels, source, _case_rng(seed, _TRAIN, index, _RENDER_STREAM))
         _write(labels, folder / "labelsTr" / f"{case}{FILE_ENDING}", spacing)
         _write(image, folder / "imagesTr" / f"{case}_0000{FILE_ENDING}", spacing)
@@ -176,7 +189,7 @@ def generate_dataset(
         (folder / f"labelsTs_{domain.name}").mkdir()
     for index in range(num_test_per_domain):
         case = f"test_{index:03d}"
-        labels = random_label_map(shape, num_labels, _case_rng(seed, _TEST, index, _LABEL_STREAM))
+        labels = random_label_map(shape, num_labels, _case_rng(seed, _TEST, index, _LABEL_STREAM), kinds=kinds)
         for domain in resolved:
             image = render(labels, domain, _case_rng(seed, _TEST, index, _RENDER_STREAM))
             _write(labels, folder / f"labelsTs_{domain.name}" / f"{case}{FILE_ENDING}", spacing)

@@ -103,24 +103,35 @@ def random_label_map(
     num_labels: int = 3,
     rng: np.random.Generator | None = None,
     max_attempts: int = 100,
+    kinds: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """A uint8 label map (background 0, structures 1..num_labels), each structure of a random kind.
+    """A uint8 label map (background 0, structures 1..num_labels).
 
-    Structures are drawn in label order and later ones overwrite earlier ones, so overlaps carry no
-    preference; a map where any label keeps less than MIN_LABEL_FRACTION of the volume is drawn again,
-    so every label is present in every case.
+    kinds: the structure kind of each label (label i is always a `kinds[i - 1]`, of random size, pose and
+    place), so a label has an identity beyond its intensity, as an organ has its shape; None: every
+    structure picks a random kind (label maps for pretraining, where only the layout matters).
+    Structures are drawn in label order and later ones overwrite earlier ones; a map where any label keeps
+    less than MIN_LABEL_FRACTION of the volume is drawn again, so every label is present in every case.
     """
     shape = tuple(int(n) for n in shape)
     if len(shape) != 3 or min(shape) < 8:
         raise ValueError(f"shape must be three sizes of at least 8 voxels, got {shape}.")
     if not 1 <= num_labels <= 255:
         raise ValueError(f"num_labels must be between 1 and 255 (stored as uint8), got {num_labels}.")
+    if kinds is not None:
+        kinds = tuple(kinds)
+        unknown = sorted(set(kinds) - set(SHAPE_KINDS))
+        if len(kinds) != num_labels or unknown:
+            raise ValueError(
+                f"kinds must name one structure kind per label ({num_labels}) from {', '.join(SHAPE_KINDS)}; "
+                f"got {list(kinds)}."
+            )
     rng = np.random.default_rng() if rng is None else rng
     min_voxels = max(1, int(MIN_LABEL_FRACTION * np.prod(shape)))
     for _ in range(max_attempts):
         labels = np.zeros(shape, dtype=np.uint8)
         for label in range(1, num_labels + 1):
-            kind = SHAPE_KINDS[int(rng.integers(len(SHAPE_KINDS)))]
+            kind = SHAPE_KINDS[int(rng.integers(len(SHAPE_KINDS)))] if kinds is None else kinds[label - 1]
             labels[structure_mask(kind, shape, rng)] = label
         if np.bincount(labels.ravel(), minlength=num_labels + 1)[1:].min() >= min_voxels:
             return labels
