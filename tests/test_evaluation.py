@@ -28,7 +28,7 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunetv2_dropgen.cli import evaluate_command
-from nnunetv2_dropgen.evaluation import EvaluationRequest, ModelSpec, TestSet, run_evaluation
+from nnunetv2_dropgen.evaluation import EvaluationRequest, ModelSpec, TestSet, metrics, run_evaluation
 from nnunetv2_dropgen.evaluation.figure import DPI, figure_inches
 from nnunetv2_dropgen.evaluation.files import write_json_atomic
 from nnunetv2_dropgen.evaluation.metrics import FOREGROUND, DiceStats, dice_statistics, label_names
@@ -252,6 +252,38 @@ def test_dice_statistics_use_nnunets_means_and_the_spread_over_cases() -> None:
     assert stats["tumour"] == DiceStats(0.3, pytest.approx(0.1), 3)
     assert stats[FOREGROUND].mean == 0.55
     assert stats[FOREGROUND].std == pytest.approx(np.std([0.6, 0.6, 0.6]))
+
+
+def _label_folders(root: Path, num_cases: int) -> tuple[Path, Path]:
+    """References and imperfect predictions (labels 0-2, an ignore label 3 in the references)."""
+    rng = np.random.default_rng(0)
+    reference, predictions = root / "reference", root / "predictions"
+    for folder in (reference, predictions):
+        folder.mkdir()
+    for index in range(num_cases):
+        labels = rng.integers(0, 3, size=(6, 7, 8)).astype(np.uint8)
+        predicted = np.where(rng.random(labels.shape) < 0.3, rng.integers(0, 3, size=labels.shape), labels)
+        labels[0] = 3
+        for array, folder in ((labels, reference), (predicted.astype(np.uint8), predictions)):
+            sitk.WriteImage(sitk.GetImageFromArray(array), str(folder / f"case_{index}.nii.gz"))
+    return reference, predictions
+
+
+def test_few_cases_are_scored_in_process_exactly_as_nnunets_worker_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference, predictions = _label_folders(tmp_path, 3)
+    manager = LabelManager({"background": 0, "a": 1, "b": 2, "ignore": 3}, regions_class_order=None)
+    ours = metrics.score_folder(reference, predictions, ".nii.gz", SimpleITKIO(), manager)
+    ours_file = (predictions / metrics.SUMMARY_FILE).read_text()
+    monkeypatch.setattr(metrics, "IN_PROCESS_MAX_CASES", 0)
+    pooled = metrics.score_folder(reference, predictions, ".nii.gz", SimpleITKIO(), manager)
+    assert ours == pooled and ours["metric_per_case"][0]["metrics"][1]["n_ref"] > 0
+    assert ours_file == (predictions / metrics.SUMMARY_FILE).read_text()
+    (predictions / "case_1.nii.gz").unlink()
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match="lacks predictions of case_1.nii.gz"):
+        metrics.score_folder(reference, predictions, ".nii.gz", SimpleITKIO(), manager)
 
 
 def test_label_names_follow_dataset_json_for_labels_and_regions() -> None:

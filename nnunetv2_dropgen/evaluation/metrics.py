@@ -13,13 +13,24 @@ from pathlib import Path
 
 import numpy as np
 from nnunetv2.configuration import default_num_processes
-from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder, load_summary_json
+from nnunetv2.evaluation.evaluate_predictions import (
+    compute_metrics,
+    compute_metrics_on_folder,
+    load_summary_json,
+    save_summary_json,
+)
 from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
+from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 SUMMARY_FILE = "summary.json"
 FOREGROUND = "foreground mean"
 """Name of nnU-Net's foreground mean (the mean over labels of each label's mean over cases) in tables."""
+
+IN_PROCESS_MAX_CASES = 8
+"""Folders with at most this many cases are scored in this process. nnU-Net's compute_metrics_on_folder always
+starts a pool of spawned workers, each importing torch and nnU-Net (seconds per folder), which costs more than
+scoring a few cases; larger folders still use it, in parallel."""
 
 LabelOrRegion = int | tuple[int, ...]
 
@@ -57,19 +68,38 @@ def label_names(dataset_json: Mapping, label_manager: LabelManager) -> dict[Labe
 def score_folder(
     reference: Path, predictions: Path, file_ending: str, reader: BaseReaderWriter, label_manager: LabelManager
 ) -> dict:
-    """nnU-Net's compute_metrics_on_folder on one prediction folder; it also writes its summary.json there."""
-    num_cases = sum(1 for p in predictions.iterdir() if p.name.endswith(file_ending))
-    return compute_metrics_on_folder(
-        str(reference),
-        str(predictions),
-        str(predictions / SUMMARY_FILE),
-        reader,
-        file_ending,
-        scored_labels(label_manager),
-        label_manager.ignore_label,
-        num_processes=max(1, min(default_num_processes, num_cases)),
-        chill=False,
-    )
+    """nnU-Net's metrics of one prediction folder, summarized as nnU-Net's compute_metrics_on_folder does (its
+    summary.json is written there too); few cases in this process (IN_PROCESS_MAX_CASES), more by nnU-Net's pool."""
+    cases = sorted(p.name for p in predictions.iterdir() if p.name.endswith(file_ending))
+    labels = scored_labels(label_manager)
+    summary_file = predictions / SUMMARY_FILE
+    if len(cases) > IN_PROCESS_MAX_CASES:
+        return compute_metrics_on_folder(
+            str(reference),
+            str(predictions),
+            str(summary_file),
+            reader,
+            file_ending,
+            labels,
+            label_manager.ignore_label,
+            num_processes=min(default_num_processes, len(cases)),
+            chill=False,
+        )
+    unpredicted = sorted(p.name for p in reference.iterdir() if p.name.endswith(file_ending) and p.name not in cases)
+    if unpredicted:  # as compute_metrics_on_folder(chill=False)
+        raise FileNotFoundError(f"{predictions} lacks predictions of {', '.join(unpredicted)} (in {reference}).")
+    per_case = [
+        compute_metrics(str(reference / case), str(predictions / case), reader, labels, label_manager.ignore_label)
+        for case in cases
+    ]
+    metrics = list(per_case[0]["metrics"][labels[0]])
+    means = {label: {m: np.nanmean([c["metrics"][label][m] for c in per_case]) for m in metrics} for label in labels}
+    foreground = {m: np.mean([means[label][m] for label in labels if label != 0]) for m in metrics}
+    for part in (*per_case, means, foreground):
+        recursive_fix_for_json_export(part)
+    summary = {"metric_per_case": per_case, "mean": means, "foreground_mean": foreground}
+    save_summary_json(summary, str(summary_file))
+    return summary
 
 
 def _changed_ns(path: Path) -> int:
