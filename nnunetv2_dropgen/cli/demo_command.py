@@ -11,7 +11,10 @@ from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, list_domains
 SCHEDULES = ("tiny", "cpu", "gpu")
 TINY_DATA = {"num_train": 2, "num_test": 1, "shape": (32, 32, 32), "domains": ["inverted"]}
 """--tiny: the smallest data that still runs every step (a CI smoke test, minutes on a CPU)."""
-DEFAULT_DATA = {"num_train": 8, "num_test": 2, "shape": (48, 48, 48), "domains": None}
+DEFAULT_DATA = {"num_train": 8, "num_test": 2, "shape": (32, 32, 32), "domains": None}
+"""The CPU demo's data: 32^3 images keep a training iteration near 1.7 s on 2 cores (48^3 took 6 s)."""
+GPU_SHAPE = (48, 48, 48)
+"""With CUDA, the larger images cost little, and their structures have more detail."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets = [name for name in list_domains() if name != SOURCE_DOMAIN]
     parser = subparsers.add_parser(
         "demo",
-        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (over half an hour on a 2-core CPU)",
+        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 10 minutes on a 2-core CPU)",
         description="Generate a synthetic dataset, plan and preprocess it with nnU-Net, train DropGenTrainer "
         "and nnUNetTrainer on the source domain with the same short schedule, predict every test domain with "
         "both and print their Dice. Everything (nnU-Net folders, logs, figure) stays in --workdir.",
@@ -48,14 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--schedule",
         choices=SCHEDULES,
-        help="training length, the same for both trainers: tiny (smoke test), cpu (the whole demo takes over "
-        "30 min on 2 cores), gpu (longer, better-trained models); default: gpu with CUDA, else cpu (tiny with --tiny)",
+        help="training length, the same for both trainers: tiny (smoke test), cpu (120 iterations; the whole demo "
+        "took 10 min on 2 cores), gpu (3000, better-trained models); default: gpu with CUDA, else cpu",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--num-train", type=int, help="training cases (default: 8; --tiny: 2)")
     parser.add_argument("--num-test", type=int, help="test cases per domain (default: 2; --tiny: 1)")
     parser.add_argument(
-        "--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="image size (default: 48 48 48; --tiny: 32 32 32)"
+        "--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="image size (default: 32 32 32, with CUDA 48 48 48)"
     )
     parser.add_argument(
         "--domains",
@@ -90,7 +93,7 @@ def _demo(args: argparse.Namespace) -> int:
         device=device,
         num_train=args.num_train if args.num_train is not None else data["num_train"],
         num_test=args.num_test if args.num_test is not None else data["num_test"],
-        shape=tuple(args.shape or data["shape"]),
+        shape=tuple(args.shape or (GPU_SHAPE if device == "cuda" and not args.tiny else data["shape"])),
         domains=tuple(domains) if domains is not None else None,
         dataset_id=args.dataset_id,
         extractor=args.extractor,
