@@ -130,6 +130,10 @@ def test_a_case_does_not_depend_on_how_many_cases_are_generated(tmp_path: Path) 
         assert np.array_equal(_read(few / relative), _read(many / relative)), relative
 
 
+def _hollow_at_centre(mask: np.ndarray) -> bool:
+    return not mask[tuple(np.round(ndimage.center_of_mass(mask)).astype(int))]
+
+
 def test_structure_kinds_differ_in_topology() -> None:
     """Shell and torus are hollow at their centre of mass; ellipsoid and rounded box are solid there."""
     shape = (40, 40, 40)
@@ -137,11 +141,10 @@ def test_structure_kinds_differ_in_topology() -> None:
         for seed in range(4):
             mask = structure_mask(kind, shape, np.random.default_rng(seed))
             assert 0.002 * mask.size < mask.sum() < 0.5 * mask.size, kind
-            at_center = mask[tuple(np.round(ndimage.center_of_mass(mask)).astype(int))]
             if kind in ("shell", "torus"):
-                assert not at_center, kind
+                assert _hollow_at_centre(mask), kind
             elif kind in ("ellipsoid", "rounded_box"):
-                assert at_center, kind
+                assert not _hollow_at_centre(mask), kind
     shell = structure_mask("shell", shape, np.random.default_rng(0))
     assert ndimage.binary_fill_holes(shell).sum() > 1.1 * shell.sum()  # an enclosed cavity
     with pytest.raises(ValueError, match="Unknown structure kind"):
@@ -157,10 +160,6 @@ def test_label_maps_vary_between_cases() -> None:
         assert len(set(volumes)) == len(volumes), (label, volumes)
         boxes = {tuple(map(str, ndimage.find_objects((labels == label).astype(int))[0])) for labels in maps}
         assert len(boxes) == len(maps), label
-
-
-def _hollow_at_centre(mask: np.ndarray) -> bool:
-    return not mask[tuple(np.round(ndimage.center_of_mass(mask)).astype(int))]
 
 
 def test_label_kinds_fix_each_labels_shape() -> None:
