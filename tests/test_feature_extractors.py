@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -217,13 +218,41 @@ def test_user_extractor_is_used_by_build_dropgen_network():
     assert "test-user-conv" not in available_extractors()
 
 
+def test_the_same_extractor_registered_again_is_a_no_op_even_from_a_reexecuted_module(tmp_path):
+    """nnU-Net executes an nnUNet_extTrainer module at every trainer search: new class objects, same extractor."""
+    module = tmp_path / "reexecuted_extractor.py"
+    module.write_text(
+        "from torch import nn\n"
+        "from nnunetv2_dropgen.feature_extractors import ExtractorSpec, register_extractor\n"
+        "class Reexecuted(nn.Conv3d):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(1, 2, 1)\n"
+        "register_extractor(ExtractorSpec(name='test-reexecuted', build=Reexecuted, feature_channels=2, "
+        "spatial_multiple=1))\n"
+    )
+    code = compile(module.read_text(), str(module), "exec")
+    try:
+        for _ in range(3):
+            exec(code, {"__name__": "reexecuted_extractor"})
+        assert get_extractor_spec("test-reexecuted").build().out_channels == 2
+    finally:
+        from nnunetv2_dropgen.feature_extractors import registry
+
+        registry._REGISTRY.pop("test-reexecuted", None)
+
+
 def test_registering_a_different_spec_under_a_taken_name_fails():
     spec = ExtractorSpec(name="test-taken", build=lambda: nn.Conv3d(1, 2, 1), feature_channels=2, spatial_multiple=1)
     with registered_extractor(spec):
         register_extractor(spec)  # the same spec again is harmless (module re-import)
         other = ExtractorSpec(name="test-taken", build=spec.build, feature_channels=5, spatial_multiple=1)
-        with pytest.raises(ValueError, match="already registered.*overwrite=True"):
+        with pytest.raises(
+            ValueError, match="already registered.*feature_channels 2 registered, 5 now.*overwrite=True"
+        ):
             register_extractor(other)
+        elsewhere = dataclasses.replace(spec, build=lambda: nn.Conv3d(1, 2, 1))  # same name, another function
+        with pytest.raises(ValueError, match="differs \\(build .*<lambda>.*:\\d+"):
+            register_extractor(elsewhere)
         assert get_extractor_spec("test-taken") is spec
         register_extractor(other, overwrite=True)
         assert get_extractor_spec("test-taken") is other

@@ -44,7 +44,16 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnunetv2_dropgen.network import load_extractor_weights
 
 trainer = recursive_find_trainer_class_by_name("DropGenTrainer_tinyExtractor_p050_quick")
-from nnunetv2_dropgen.feature_extractors import get_extractor_spec  # registered by the search above
+# nnU-Net executes the folder's modules again at every search (as its predictor and `evaluate` do)
+for again in ("DropGenTrainer_tinyExtractor_p050_quick", "DropGenTrainer_tinyExtractor_noDropout"):
+    assert recursive_find_trainer_class_by_name(again).__name__ == again
+print("LOOKUPS 3")
+from nnunetv2_dropgen.feature_extractors import ExtractorSpec, get_extractor_spec, register_extractor
+try:
+    register_extractor(ExtractorSpec(name="tiny-extractor", build=torch.nn.Identity, feature_channels=8,
+                                     spatial_multiple=2))
+except ValueError as error:
+    print("CONFLICT", error)
 torch.save(get_extractor_spec("tiny-extractor").build().state_dict(), {weights!r})
 os.environ["DROPGEN_WEIGHTS_TINY_EXTRACTOR"] = {weights!r}
 plans = PlansManager(make_plans(1))
@@ -70,6 +79,10 @@ def test_readme_add_a_foundation_model_example_trains_through_nnunets_trainer_se
     code = USE_README_EXTRACTOR.format(tests=str(Path(__file__).parent), weights=str(weights))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOOKUPS 3" in result.stdout
+    assert "CONFLICT an extractor named 'tiny-extractor' is already registered and this one differs (build " in (
+        result.stdout
+    )
     assert "SPEC tiny-extractor 8 0.5 2" in result.stdout
     assert f"RECORD {sha256_file(weights)} minmax-per-patch" in result.stdout
     assert "OUT (1, 3, 20, 24, 28)" in result.stdout

@@ -7,9 +7,12 @@ of the module that defines the trainer using it (see README, "Add a foundation m
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -67,14 +70,61 @@ class ExtractorSpec:
         first, *rest = self.name.split("-")
         return first + "".join(word[:1].upper() + word[1:] for word in rest)
 
+    def identity(self) -> dict[str, Any]:
+        """What makes two specs the same extractor, in comparable values (see `register_extractor`)."""
+        return {
+            "build": _callable_identity(self.build),
+            "feature_channels": self.feature_channels,
+            "spatial_multiple": self.spatial_multiple,
+            "min_spatial_size": self.min_spatial_size,
+            "preprocessing": self.preprocessing.identifier,
+            "normalization": self.normalization.identifier,
+            "weights": repr(self.weights),
+        }
+
+
+def _callable_identity(build: Callable[..., Any]) -> str:
+    """Where a build function is defined (module, qualified name, file) and, for a partial, its arguments.
+
+    Not the object itself: nnU-Net executes an nnUNet_extTrainer module again at every trainer search, which
+    makes new class objects from the same source.
+    """
+    if isinstance(build, functools.partial):
+        return f"{_callable_identity(build.func)}(*{build.args!r}, **{build.keywords!r})"
+    module = getattr(build, "__module__", None)
+    qualname = getattr(build, "__qualname__", type(build).__qualname__)
+    try:
+        source = inspect.getsourcefile(build)
+    except TypeError:
+        source = None
+    code = getattr(build, "__code__", None)  # two lambdas of one function differ by their line
+    line = f":{code.co_firstlineno}" if code is not None else ""
+    return f"{module}.{qualname}" + (f" in {source}{line}" if source else line)
+
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
 
 
 def register_extractor(spec: ExtractorSpec, overwrite: bool = False) -> ExtractorSpec:
-    """Make an extractor available by name to DropGenNetwork builders and trainers."""
-    if spec.name in _REGISTRY and not overwrite and _REGISTRY[spec.name] != spec:
-        raise ValueError(f"an extractor named {spec.name!r} is already registered; pass overwrite=True to replace it.")
+    """Make an extractor available by name to DropGenNetwork builders and trainers.
+
+    Registering the same extractor again is a no-op that keeps the newer objects, so a module that registers
+    at import may run any number of times (nnU-Net re-executes nnUNet_extTrainer modules at every trainer
+    search). "The same" means equal `ExtractorSpec.identity()`: the build function's module, qualified name
+    and source file (and a partial's arguments), the feature channels, spatial multiple and minimum size,
+    the preprocessing and normalization identifiers and the weights source. A different extractor under a
+    taken name raises ValueError naming what differs, unless `overwrite=True`.
+    """
+    current = _REGISTRY.get(spec.name)
+    if current is not None and not overwrite and current != spec:
+        old, new = current.identity(), spec.identity()
+        differences = [f"{key} {old[key]!r} registered, {new[key]!r} now" for key in old if old[key] != new[key]]
+        if differences:
+            raise ValueError(
+                f"an extractor named {spec.name!r} is already registered and this one differs ("
+                + "; ".join(differences)
+                + "); choose another name, or pass overwrite=True to replace it."
+            )
     _REGISTRY[spec.name] = spec
     return spec
 
