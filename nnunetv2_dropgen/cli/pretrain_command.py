@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="also use N label maps of the package's synthetic shape generator (default 0; 16 for --evaluate-only "
-        "without --labels)",
+        help="also use N synthetic structures of the pretraining shape families (noise blobs, tubes, sheets, "
+        "fragments; never the synthetic benchmark's kinds) (default 0)",
     )
     parser.add_argument("--out", type=Path, metavar="PATH", help="weights file to write (its record: same stem, .json)")
     parser.add_argument("--steps", type=int, metavar="N", help="total training steps (also when resuming)")
@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (default 2e-4, as anatomix)")
     parser.add_argument(
+        "--lr-decay",
+        type=float,
+        default=0.2,
+        metavar="SHARE",
+        help="decay the learning rate linearly over this last share of --steps, constant before (default 0.2)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of initial weights, data and held-out maps (default 0)"
     )
     parser.add_argument(
@@ -72,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="autocast dtype; auto: bf16 (else fp16) on CUDA, fp32 on the CPU",
+        help="autocast dtype; auto: bf16 (else fp16) on CUDA, bf16 on a CPU with native bf16, else fp32",
     )
     parser.add_argument(
         "--evaluate-every",
@@ -89,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="WEIGHTS",
         help="do not train: print the stability metrics of this weights file, of random weights and of the published "
-        "anatomix (when on this machine)",
+        "anatomix (when on this machine), on held-out maps of the synthetic benchmark's structure kinds",
     )
     parser.set_defaults(func=_pretrain)
 
@@ -109,13 +116,16 @@ def _pretrain(args: argparse.Namespace) -> int:
         PretrainingError,
         PretrainSettings,
         StabilityBenchmark,
+        StabilitySettings,
         check_settings,
         compare_stability,
+        held_out_pool,
         pretrain,
         training_and_held_out_pools,
         validate_patch_size,
     )
     from nnunetv2_dropgen.pretraining.checkpoint import CheckpointError
+    from nnunetv2_dropgen.pretraining.loop import held_out_settings
     from nnunetv2_dropgen.weights import WeightsError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -128,13 +138,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         if args.evaluate_only is not None:
             if not args.evaluate_only.is_file():
                 return _fail(f"--evaluate-only {args.evaluate_only}: no such file.")
-            synthetic = args.synthetic if args.synthetic or args.labels else 16
-            _, held_out = training_and_held_out_pools(args.labels, synthetic, args.seed)
-            benchmark = StabilityBenchmark.build(held_out.to(device), patch, args.seed)
-            print(
-                f"stability on {benchmark.labels.shape[0]} held-out label maps x {benchmark.images.shape[0]} "
-                f"appearances ({'; '.join(held_out.sources)}), patch {list(patch)}:"
-            )
+            stability = held_out_settings(spec, StabilitySettings())
+            benchmark = StabilityBenchmark.build(held_out_pool(args.seed).to(device), args.seed, stability)
+            print(f"stability on {benchmark.description}:")
             for row in compare_stability(spec, args.evaluate_only, benchmark, torch.device(device), args.seed):
                 print(f"  {row.describe()}")
             return 0
@@ -147,6 +153,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             patch_size=patch,
             lr=args.lr,
+            lr_decay_fraction=args.lr_decay,
             seed=args.seed,
             evaluate_every=args.evaluate_every,
             checkpoint_every=args.checkpoint_every,

@@ -70,17 +70,20 @@ class AnatomixUNet(nn.Module):
         layers: list[nn.Module] = []
         self._skip_sources: set[int] = set()  # indices of the layers whose outputs feed the skips
         self._concat_after: list[int] = []  # index of the upsampling layer each skip joins
-        self._decoder_level_ends: list[int] = []  # index of the last layer of each decoder level
+        self._taps: list[int] = []  # the convolutions pretraining supervises (anatomix's, see forward_levels)
 
         widths = [config.ngf * 2**level for level in range(config.num_downs + 1)]
         in_ch = 1
         for level, width in enumerate(widths[:-1]):
             n_convs = 3 if level == 0 else 2
             for _ in range(n_convs):
+                last_conv = len(layers)
                 layers += self._conv_block(in_ch, width)
                 in_ch = width
             self._skip_sources.add(len(layers) - 1)
             layers.append(self._pool())
+        self._taps.append(last_conv)  # the deepest encoder level's last convolution
+        self._taps.append(len(layers))  # the bottleneck's first convolution
         for _ in range(2):
             layers += self._conv_block(in_ch, widths[-1])
             in_ch = widths[-1]
@@ -88,10 +91,11 @@ class AnatomixUNet(nn.Module):
             layers.append(nn.Upsample(scale_factor=2, mode=config.interp))
             self._concat_after.append(len(layers) - 1)
             in_ch = in_ch + widths[level]
+            if level > 0:
+                self._taps.append(len(layers))  # each decoder level's first convolution, but the finest
             for _ in range(2):
                 layers += self._conv_block(in_ch, widths[level])
                 in_ch = widths[level]
-            self._decoder_level_ends.append(len(layers) - 1)
         layers.append(self._conv(in_ch, config.output_nc))
         self.model = nn.Sequential(*layers)
 
@@ -113,11 +117,16 @@ class AnatomixUNet(nn.Module):
         return self._run(x, keep_levels=False)[-1]
 
     def forward_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each decoder level's output (coarsest first), then the final output: what pretraining supervises."""
+        """What pretraining supervises, as anatomix does: six convolution outputs taken before their normalization.
+
+        For 4 levels: the deepest encoder level's last convolution (1/8 resolution), the bottleneck's first (1/16),
+        the first convolution of the decoder levels at 1/8, 1/4 and 1/2, then the final output (full resolution);
+        in the published layout these are layers 27, 31, 38, 45, 52 and 65 (anatomix's `--nce_layers`).
+        """
         return self._run(x, keep_levels=True)
 
     def _run(self, x: torch.Tensor, keep_levels: bool) -> list[torch.Tensor]:
-        """The forward pass; decoder levels are kept only when asked, so inference frees them as it goes."""
+        """The forward pass; supervised taps are kept only when asked, so inference frees them as it goes."""
         if x.ndim != 5:
             raise ValueError(f"anatomix is a 3D network and needs (B, 1, Z, Y, X) input; got shape {tuple(x.shape)}.")
         multiple = self.config.spatial_multiple
@@ -137,7 +146,7 @@ class AnatomixUNet(nn.Module):
             elif index == next_concat:
                 x = torch.cat([skips.pop(), x], dim=1)
                 next_concat = next(concat_at, None)
-            elif keep_levels and index in self._decoder_level_ends:
+            if keep_levels and index in self._taps:
                 levels.append(x)
         return [*levels, x]
 

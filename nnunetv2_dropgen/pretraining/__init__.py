@@ -19,7 +19,9 @@ from nnunetv2_dropgen.pretraining.objective import ContrastiveObjective, feature
 from nnunetv2_dropgen.pretraining.pool import (
     LabelMapError,
     StructurePool,
+    held_out_pool,
     pool_from_folder,
+    pool_from_shape_kinds,
     pool_from_synthetic,
     training_and_held_out_pools,
 )
@@ -49,8 +51,10 @@ __all__ = [
     "compare_stability",
     "compose_label_maps",
     "feature_levels",
+    "held_out_pool",
     "measure_stability",
     "pool_from_folder",
+    "pool_from_shape_kinds",
     "pool_from_synthetic",
     "pretrain",
     "render",

@@ -1,9 +1,10 @@
-"""New training label maps at every step: random structures of the pool, each under its own random affine.
+"""New training label maps at every step: many structures of the pool, each under its own random affine.
 
-As anatomix composes its training label maps from many templates, each placed with a random scale,
-rotation and flip, every step here sees a layout no step saw before, so a handful of label maps suffices.
-Labels are identities within one map only (structure k of a map is label k), which is all the
-contrastive loss needs. Everything runs batched in torch on the pool's device.
+As anatomix composes its training label maps (20 to 40 structures, each scaled, rotated, sheared and
+reflected, placed with wrap-around tiling so structures fragment across the volume, later ones drawn over
+earlier ones, then median-filtered), every step here sees a layout no step saw before, so a handful of
+label maps suffices. Labels are identities within one map only (structure k of a map is label k), which is
+all the contrastive loss needs. Everything runs batched in torch on the pool's device.
 """
 
 from __future__ import annotations
@@ -19,20 +20,24 @@ from nnunetv2_dropgen.pretraining.pool import StructurePool
 
 @dataclass(frozen=True)
 class CompositionSettings:
-    """How label maps are composed.
+    """How label maps are composed (the defaults are anatomix's, see REFERENCE_FACTS).
 
     structures: (fewest, most) structures per map, drawn uniformly; later ones are drawn over earlier ones.
     scale: range of the per-axis scale factor applied to each structure (anatomix: 0.5 to 1.5).
-    min_relative_size: a structure spans at least this share of the patch before scaling, so small
-        structures of a large map stay visible.
+    shear: largest shear factor of each structure's affine (anatomix: 0.5).
+    wrap: place structures on a periodic tile the size of the patch (anatomix's "grid-wrap"): a structure
+        crossing one side of the patch goes on at the other, shrunk ones repeat, so structures fragment.
+    median_filter: smooth the composed map with a 3x3x3 median, as anatomix does.
     foreground_probability: chance that a map gets a smooth random foreground region (anatomix: 2/3);
         outside it everything is background, inside uncovered voxels get a label of their own.
     envelope_probability: chance that such a foreground region also gets a rim with a label of its own.
     """
 
-    structures: tuple[int, int] = (4, 12)
+    structures: tuple[int, int] = (20, 40)
     scale: tuple[float, float] = (0.5, 1.5)
-    min_relative_size: float = 0.2
+    shear: float = 0.5
+    wrap: bool = True
+    median_filter: bool = True
     foreground_probability: float = 2 / 3
     envelope_probability: float = 0.5
 
@@ -52,42 +57,55 @@ def random_rotations(count: int, generator: torch.Generator) -> torch.Tensor:
     return q
 
 
-def _placements(
-    relative_sizes: torch.Tensor,
+def _to_structure_frames(
+    count: int, patch_size: Sequence[int], generator: torch.Generator, settings: CompositionSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per structure, (count, 3, 3) matrices and (count, 3) centres taking patch voxels to its frame.
+
+    A patch voxel p (x, y, z, in voxels) lies at `matrix @ (p - centre)` in the structure's frame, in voxels of
+    the unscaled structure; the inverse of a random reflection, rotation, shear and per-axis scale.
+    """
+    device = generator.device
+    scales = uniform(*settings.scale, (count, 3), generator)
+    shear = torch.eye(3, device=device).repeat(count, 1, 1)
+    upper = torch.triu_indices(3, 3, offset=1, device=device)
+    shear[:, upper[0], upper[1]] = uniform(-settings.shear, settings.shear, (count, 3), generator)
+    flips = torch.where(torch.rand((count, 3), generator=generator, device=device) < 0.5, -1.0, 1.0)
+    forward = random_rotations(count, generator) @ shear @ torch.diag_embed(scales * flips)
+    sides = torch.tensor([float(s) for s in reversed(patch_size)], device=device)  # x, y, z
+    if settings.wrap:
+        centres = torch.rand((count, 3), generator=generator, device=device) * sides
+    else:  # the middle 80 % of the patch
+        centres = (0.1 + 0.8 * torch.rand((count, 3), generator=generator, device=device)) * sides
+    return torch.linalg.inv(forward), centres
+
+
+def _structure_grid(
+    extents: torch.Tensor,
     patch_size: Sequence[int],
     generator: torch.Generator,
     settings: CompositionSettings,
 ) -> torch.Tensor:
-    """(B, 3, 4) affine_grid matrices mapping patch coordinates to the canvas of each chosen structure.
-
-    A structure's local frame is scaled per axis, flipped, rotated and centred anywhere in the middle 80 %
-    of the patch; all lengths are in voxels so non-cubic patches keep structures undistorted.
-    """
-    count = relative_sizes.shape[0]
-    half_patch = torch.tensor([s / 2 for s in reversed(patch_size)], device=generator.device)  # x, y, z
-    longest = max(patch_size) * relative_sizes.clamp(settings.min_relative_size, 1.0)
-    half_extent = longest[:, None] / 2 * uniform(*settings.scale, (count, 3), generator)
-    flips = torch.where(torch.rand((count, 3), generator=generator, device=generator.device) < 0.5, -1.0, 1.0)
-    centre = uniform(-0.8, 0.8, (count, 3), generator) * half_patch
-    to_canvas = (flips / half_extent)[:, :, None] * random_rotations(count, generator).transpose(1, 2)
-    matrix = to_canvas * half_patch[None, None, :]
-    offset = -(to_canvas @ centre[:, :, None])
-    return torch.cat([matrix, offset], dim=2)
+    """(B, *patch_size, 3) grid_sample coordinates of each patch voxel in each chosen structure's canvas."""
+    matrix, centres = _to_structure_frames(extents.shape[0], patch_size, generator, settings)
+    device = generator.device
+    local = torch.zeros((), device=device)
+    # matrix @ (p - centre) as a sum of one term per axis: three small tensors broadcast, not a (B, D, H, W, 3) product
+    for axis, size in enumerate(reversed(patch_size)):  # x, y, z
+        offsets = torch.arange(size, device=device, dtype=torch.float32) + 0.5 - centres[:, axis, None]  # (B, size)
+        term = offsets[:, :, None] * matrix[:, None, :, axis]  # (B, size, 3)
+        shape = [term.shape[0], 1, 1, 1, 3]
+        shape[3 - axis] = size
+        local = local + term.view(shape)
+    if settings.wrap:
+        period = float(max(patch_size))
+        local = torch.remainder(local + period / 2, period) - period / 2
+    return local / (extents[:, None, None, None, None] / 2)
 
 
 def _centres(size: int, device: torch.device) -> torch.Tensor:
     """Normalised voxel-centre coordinates of one axis (align_corners=False convention)."""
     return torch.linspace(-1 + 1 / size, 1 - 1 / size, size, device=device)
-
-
-def affine_grid(theta: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
-    """F.affine_grid(theta, (B, 1, *spatial), align_corners=False) as a sum of per-axis terms (several times faster)."""
-    depth, height, width = spatial
-    device = theta.device
-    x = _centres(width, device).view(1, 1, 1, width, 1) * theta[:, None, None, None, :, 0]
-    y = _centres(height, device).view(1, 1, height, 1, 1) * theta[:, None, None, None, :, 1]
-    z = _centres(depth, device).view(1, depth, 1, 1, 1) * theta[:, None, None, None, :, 2]
-    return x + y + z + theta[:, None, None, None, :, 3]
 
 
 def _add_foreground(labels: torch.Tensor, generator: torch.Generator, settings: CompositionSettings) -> torch.Tensor:
@@ -144,12 +162,28 @@ def compose_label_maps(
     shape = (batch_size, 1, *patch_size)
     labels = torch.zeros(shape, dtype=torch.long, device=device)
     counts = torch.randint(fewest, most + 1, (batch_size,), generator=generator, device=device)
-    for k in range(most):
+    for k in range(int(counts.max())):
         chosen = torch.randint(len(pool), (batch_size,), generator=generator, device=device)
-        grid = affine_grid(_placements(pool.relative_sizes[chosen], patch_size, generator, settings), patch_size)
+        grid = _structure_grid(pool.extents[chosen], patch_size, generator, settings)
         # binary masks, so trilinear sampling thresholded at 1/2 gives smooth boundaries and never mixes labels
         covered = F.grid_sample(pool.masks[chosen].float(), grid, mode="bilinear", align_corners=False) >= 0.5
         labels[covered & (k < counts).view(-1, 1, 1, 1, 1)] = k + 1
+    if settings.median_filter:
+        labels = median_filter(labels)
     if settings.foreground_probability > 0:
         labels = _add_foreground(labels, generator, settings)
     return labels
+
+
+def median_filter(labels: torch.Tensor) -> torch.Tensor:
+    """3x3x3 median of (B, 1, *spatial) integer label maps (edges replicated), as anatomix smooths its maps.
+
+    It removes slivers and single voxels that overwriting left behind; done slab by slab to bound memory.
+    """
+    padded = F.pad(labels.float(), (1, 1, 1, 1, 1, 1), mode="replicate")
+    out = torch.empty_like(labels)
+    for start in range(0, labels.shape[2], 16):
+        stop = min(start + 16, labels.shape[2])
+        slab = padded[:, :, start : stop + 2].unfold(2, 3, 1).unfold(3, 3, 1).unfold(4, 3, 1)
+        out[:, :, start:stop] = slab.flatten(-3).median(dim=-1).values.to(labels.dtype)
+    return out

@@ -1,8 +1,11 @@
-"""The structure pool: every labelled structure of the given label maps, each fitted into a small cube.
+"""The structure pool: every labelled structure of the given label maps, each stored in a small cube with its size.
 
 Pretraining never trains on a label map as it was read. It keeps each label of each map as one structure
-(cropped to its bounding box, resampled isotropically so its longest side spans the cube) and composes new
-label maps from random structures of the pool at every step (`composition`), so a few label maps go far.
+(cropped to its bounding box, resampled isotropically so its longest side spans the cube) together with its
+physical size, and composes new label maps from random structures of the pool at every step
+(`composition`), so a few label maps go far. As in anatomix, a structure keeps its physical size: a liver
+stays larger than a vertebra, whether it came from a multi-label map or from a one-structure-per-file
+folder (TotalSegmentator's layout).
 """
 
 from __future__ import annotations
@@ -17,10 +20,19 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from nnunetv2_dropgen.synthetic import random_label_map
+from nnunetv2_dropgen.synthetic import SHAPE_KINDS, structure_mask
+from nnunetv2_dropgen.synthetic.families import PRETRAINING_FAMILIES, family_mask
 
 DEFAULT_CANVAS = 32
 """Side of the cube each structure is stored in (voxels): 32 KiB per structure, smooth enough once placed."""
+
+SYNTHETIC_EXTENT = (8.0, 80.0)
+"""Longest side of a synthetic pretraining structure, in voxels of the pretraining grid (drawn log-uniformly):
+from a small vessel segment to more than the side of a 64^3 patch (wrapped, it fragments)."""
+
+HELD_OUT_IMAGE_SIDE = 32
+"""Held-out structures of SHAPE_KINDS are drawn in a cube of this side, as the synthetic benchmark draws them
+in its 32^3 images, so the stability metric sees them at the size the benchmark's extractor sees them."""
 
 LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff")
 """File types read from a label folder (3D formats SimpleITK reads; nnU-Net's labelsTr uses .nii.gz)."""
@@ -36,21 +48,22 @@ class LabelMapError(ValueError):
 
 @dataclass(frozen=True)
 class StructurePool:
-    """Binary structures in cubes of side `canvas`, and each one's size relative to the map it came from.
+    """Binary structures in cubes of side `canvas`, and each one's size.
 
-    masks: (P, 1, canvas, canvas, canvas) bool. relative_sizes: (P,) float32, the structure's longest
-    physical side over the longest side of its map's foreground. sources: what the pool was built from.
+    masks: (P, 1, canvas, canvas, canvas) bool, the structure's longest side spanning the cube.
+    extents: (P,) float32, the structure's longest side in voxels of the pretraining grid (its physical
+    size over the pool's voxel size). sources: what the pool was built from.
     """
 
     masks: torch.Tensor
-    relative_sizes: torch.Tensor
+    extents: torch.Tensor
     sources: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if self.masks.ndim != 5 or self.masks.shape[0] == 0 or self.masks.shape[0] != self.relative_sizes.shape[0]:
+        if self.masks.ndim != 5 or self.masks.shape[0] == 0 or self.masks.shape[0] != self.extents.shape[0]:
             raise LabelMapError(
-                f"a structure pool needs at least one structure and one relative size per structure; got masks "
-                f"{tuple(self.masks.shape)} and {tuple(self.relative_sizes.shape)} sizes."
+                f"a structure pool needs at least one structure and one extent per structure; got masks "
+                f"{tuple(self.masks.shape)} and {tuple(self.extents.shape)} extents."
             )
 
     @property
@@ -61,7 +74,7 @@ class StructurePool:
         return int(self.masks.shape[0])
 
     def to(self, device: torch.device | str) -> StructurePool:
-        return StructurePool(self.masks.to(device), self.relative_sizes.to(device), self.sources)
+        return StructurePool(self.masks.to(device), self.extents.to(device), self.sources)
 
     @staticmethod
     def concatenate(pools: Sequence[StructurePool]) -> StructurePool:
@@ -70,7 +83,7 @@ class StructurePool:
             raise LabelMapError("structure pools with different canvas sizes cannot be combined; use one canvas.")
         return StructurePool(
             torch.cat([pool.masks for pool in pools]),
-            torch.cat([pool.relative_sizes for pool in pools]),
+            torch.cat([pool.extents for pool in pools]),
             tuple(source for pool in pools for source in pool.sources),
         )
 
@@ -93,21 +106,20 @@ def fit_structure(mask: np.ndarray, spacing: Sequence[float], canvas: int) -> to
     return cube
 
 
-def structures_of(labels: np.ndarray, spacing: Sequence[float], canvas: int) -> tuple[list[torch.Tensor], list[float]]:
-    """Every non-zero label of one (z, y, x) label map as a fitted cube, with its relative size."""
+def structures_of(
+    labels: np.ndarray, spacing: Sequence[float], canvas: int, voxel_size: float
+) -> tuple[list[torch.Tensor], list[float]]:
+    """Every non-zero label of one (z, y, x) label map as a fitted cube, with its longest side in voxels of
+    `voxel_size` (the pretraining grid's spacing, in the units of `spacing`)."""
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False))
-    present = [(value, box) for value, box in enumerate(boxes, start=1) if box is not None]
-    if not present:
-        return [], []
-    spacing = np.asarray(spacing, dtype=np.float64)
-    foreground = ndimage.find_objects((labels > 0).astype(np.int8))[0]
-    map_extent = max(float((s.stop - s.start) * d) for s, d in zip(foreground, spacing, strict=True))
-    cubes, sizes = [], []
-    for value, box in present:
+    cubes, extents = [], []
+    for value, box in enumerate(boxes, start=1):
+        if box is None:
+            continue
         mask = labels[box] == value
         cubes.append(fit_structure(mask, spacing, canvas))
-        sizes.append(max(float(n * d) for n, d in zip(mask.shape, spacing, strict=True)) / map_extent)
-    return cubes, sizes
+        extents.append(max(float(n * d) for n, d in zip(mask.shape, spacing, strict=True)) / voxel_size)
+    return cubes, extents
 
 
 def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -138,7 +150,10 @@ def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
 
 
 def label_map_files(folder: str | Path) -> list[Path]:
-    """The label-map files of `folder` (not recursive), sorted; a clear error when there are none."""
+    """The label-map files in `folder` and its subfolders, sorted; a clear error when there are none.
+
+    Recursive, so TotalSegmentator's layout (one folder per case, one file per structure) reads as it is.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise LabelMapError(
@@ -146,7 +161,7 @@ def label_map_files(folder: str | Path) -> list[Path]:
         )
     files = sorted(
         p
-        for p in folder.iterdir()
+        for p in folder.rglob("*")
         if p.is_file() and not p.name.startswith(".") and p.name.endswith(LABEL_MAP_SUFFIXES)
     )
     if not files:
@@ -157,42 +172,85 @@ def label_map_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def pool_from_folder(folder: str | Path, canvas: int = DEFAULT_CANVAS) -> StructurePool:
-    """The structures of every label map in `folder` (e.g. an nnU-Net labelsTr)."""
+def pool_from_folder(
+    folder: str | Path, canvas: int = DEFAULT_CANVAS, voxel_size: float | None = None
+) -> StructurePool:
+    """The structures of every label map in `folder` and its subfolders (an nnU-Net labelsTr, TotalSegmentator).
+
+    voxel_size: the pretraining grid's spacing (in the label maps' units, mm for NIfTI); default the median
+    voxel spacing of the maps, so structures keep their native size in voxels, as anatomix's templates do.
+    """
     files = label_map_files(folder)
+    maps = [read_label_map(path) for path in files]
+    if voxel_size is None:
+        voxel_size = float(np.median([s for _, spacing in maps for s in spacing]))
+    if voxel_size <= 0:
+        raise LabelMapError(f"the voxel size of the pretraining grid must be positive; got {voxel_size}.")
     cubes: list[torch.Tensor] = []
-    sizes: list[float] = []
-    for path in files:
-        labels, spacing = read_label_map(path)
-        found, relative = structures_of(labels, spacing, canvas)
+    extents: list[float] = []
+    for labels, spacing in maps:
+        found, sizes = structures_of(labels, spacing, canvas, voxel_size)
         cubes += found
-        sizes += relative
+        extents += sizes
     if not cubes:
         raise LabelMapError(
             f"the {len(files)} label maps in {folder} are all background (no label above 0); nothing to learn from."
         )
     return StructurePool(
         torch.stack(cubes)[:, None],
-        torch.tensor(sizes, dtype=torch.float32),
-        (f"{len(files)} label maps in {Path(folder).resolve()} ({len(cubes)} structures)",),
+        torch.tensor(extents, dtype=torch.float32),
+        (
+            f"{len(files)} label maps in {Path(folder).resolve()} ({len(cubes)} structures, grid spacing "
+            f"{voxel_size:g})",
+        ),
     )
 
 
-def pool_from_synthetic(count: int, seed: int, canvas: int = DEFAULT_CANVAS, num_labels: int = 4) -> StructurePool:
-    """The structures of `count` label maps from the package's synthetic shape generator."""
+def _pool_of_masks(masks: list[np.ndarray], extents: list[float], canvas: int, source: str) -> StructurePool:
+    cubes = []
+    for mask in masks:
+        box = ndimage.find_objects(mask.astype(np.int8))[0]
+        cubes.append(fit_structure(mask[box], (1.0, 1.0, 1.0), canvas))
+    return StructurePool(torch.stack(cubes)[:, None], torch.tensor(extents, dtype=torch.float32), (source,))
+
+
+def pool_from_synthetic(
+    count: int,
+    seed: int,
+    canvas: int = DEFAULT_CANVAS,
+    families: Sequence[str] = PRETRAINING_FAMILIES,
+    extent: tuple[float, float] = SYNTHETIC_EXTENT,
+) -> StructurePool:
+    """`count` structures of the pretraining shape families (`synthetic.families`), in turn, of random size.
+
+    Their longest side is drawn log-uniformly from `extent` (voxels of the pretraining grid).
+    """
     if count < 1:
-        raise LabelMapError(f"--synthetic needs a positive number of label maps, got {count}.")
+        raise LabelMapError(f"--synthetic needs a positive number of structures, got {count}.")
     rng = np.random.default_rng(seed)
-    cubes: list[torch.Tensor] = []
-    sizes: list[float] = []
-    for _ in range(count):
-        found, relative = structures_of(random_label_map((canvas,) * 3, num_labels, rng), (1.0, 1.0, 1.0), canvas)
-        cubes += found
-        sizes += relative
-    return StructurePool(
-        torch.stack(cubes)[:, None],
-        torch.tensor(sizes, dtype=torch.float32),
-        (f"{count} synthetic label maps (nnunetv2_dropgen.synthetic, {num_labels} labels each, seed {seed})",),
+    masks = [family_mask(families[index % len(families)], canvas, rng) for index in range(count)]
+    extents = np.exp(rng.uniform(np.log(extent[0]), np.log(extent[1]), size=count)).tolist()
+    return _pool_of_masks(
+        masks,
+        extents,
+        canvas,
+        f"{count} synthetic structures ({', '.join(families)}; longest side {extent[0]:g}-{extent[1]:g} voxels; "
+        f"seed {seed})",
+    )
+
+
+def pool_from_shape_kinds(count: int, seed: int, canvas: int = DEFAULT_CANVAS) -> StructurePool:
+    """`count` structures of the synthetic benchmark's kinds (SHAPE_KINDS), in turn, at the benchmark's size.
+
+    Pretraining's held-out maps are composed from these: kinds that no synthetic pretraining pool contains.
+    """
+    rng = np.random.default_rng(seed)
+    side = (HELD_OUT_IMAGE_SIDE,) * 3
+    masks = [structure_mask(SHAPE_KINDS[index % len(SHAPE_KINDS)], side, rng) for index in range(count)]
+    masks = [mask if mask.any() else structure_mask("ellipsoid", side, rng) for mask in masks]
+    extents = [float(max(s.stop - s.start for s in ndimage.find_objects(m.astype(np.int8))[0])) for m in masks]
+    return _pool_of_masks(
+        masks, extents, canvas, f"{count} structures of the benchmark's kinds ({', '.join(SHAPE_KINDS)}; seed {seed})"
     )
 
 
@@ -201,15 +259,21 @@ def training_and_held_out_pools(
 ) -> tuple[StructurePool, StructurePool]:
     """The training pool and the pool the held-out stability maps are composed from.
 
-    Synthetic structures for the held-out maps are freshly generated with a seed of their own; a label
-    folder's structures serve both (held-out maps then differ in layout and appearance, not in structures).
+    Training: the structures of the label folders and `synthetic` structures of the pretraining families.
+    Held-out: structures of the synthetic benchmark's kinds, which no pretraining pool of synthetic
+    families contains, drawn with a seed of their own, so the metric judges features on unseen shapes.
     """
     if not label_folders and synthetic <= 0:
         raise LabelMapError(
             "give label maps to pretrain on: --labels DIR (e.g. an nnU-Net labelsTr) and/or --synthetic N."
         )
-    folders = [pool_from_folder(folder, canvas) for folder in label_folders]
-    training = folders + ([pool_from_synthetic(synthetic, seed, canvas)] if synthetic > 0 else [])
-    held_out_seed = int(np.random.SeedSequence([seed, HELD_OUT_STREAM]).generate_state(1)[0])
-    held_out = folders + ([pool_from_synthetic(max(8, synthetic // 4), held_out_seed, canvas)] if synthetic > 0 else [])
-    return StructurePool.concatenate(training), StructurePool.concatenate(held_out)
+    training = [pool_from_folder(folder, canvas) for folder in label_folders]
+    training += [pool_from_synthetic(synthetic, seed, canvas)] if synthetic > 0 else []
+    return StructurePool.concatenate(training), held_out_pool(seed, canvas)
+
+
+def held_out_pool(seed: int, canvas: int = DEFAULT_CANVAS, count: int = 40) -> StructurePool:
+    """`count` structures of the benchmark's kinds from a seed stream that no training pool uses."""
+    return pool_from_shape_kinds(
+        count, int(np.random.SeedSequence([seed, HELD_OUT_STREAM]).generate_state(1)[0]), canvas
+    )

@@ -12,8 +12,7 @@ feeds them to the segmentation network (the spec's normalization of the final ou
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -36,12 +35,15 @@ class StabilitySettings:
 
     structures: structures per held-out map; labels covering less than min_label_fraction of a map become
     background, so that Dice is not an average dominated by slivers a few voxels large.
+    patch_size: side of the held-out maps (voxels); 32 as the synthetic benchmark's images. The maps hold a
+    few whole structures on background, as the benchmark's label maps do, not pretraining's crowded tiling.
     """
 
-    maps: int = 4
+    maps: int = 8
     appearances: int = 3
     structures: tuple[int, int] = (3, 6)
     min_label_fraction: float = 0.01
+    patch_size: int = 32
     samples: int = 512
     probe_samples: int = 4096
     probe_steps: int = 100
@@ -67,14 +69,13 @@ class StabilityBenchmark:
     images: torch.Tensor
     samples: torch.Tensor
     settings: StabilitySettings
+    description: str = ""
 
     @staticmethod
     def build(
         pool: StructurePool,
-        patch_size: Sequence[int],
         seed: int,
         settings: StabilitySettings = StabilitySettings(),
-        composition: CompositionSettings = CompositionSettings(),
         appearance: AppearanceSettings = AppearanceSettings(),
     ) -> StabilityBenchmark:
         """Compose and render the held-out set from `pool` with a seed stream of its own."""
@@ -82,12 +83,19 @@ class StabilityBenchmark:
             raise ValueError("the stability metric needs at least 1 held-out map and 2 appearances of it.")
         generator = torch.Generator(device=pool.masks.device)
         generator.manual_seed(int(np.random.SeedSequence([seed, EVALUATION_STREAM]).generate_state(1)[0]))
-        composition = dataclasses.replace(composition, structures=settings.structures)
-        composed = compose_label_maps(pool, settings.maps, patch_size, generator, composition)
+        composition = CompositionSettings(
+            structures=settings.structures, wrap=False, median_filter=False, foreground_probability=0.0
+        )
+        patch = (settings.patch_size,) * 3
+        composed = compose_label_maps(pool, settings.maps, patch, generator, composition)
         labels = torch.stack([_without_slivers(m, settings.min_label_fraction) for m in composed])
         images = render_views(labels, generator, appearance, views=settings.appearances)
         samples = balanced_voxel_sample(labels.flatten(1), settings.samples, generator)
-        return StabilityBenchmark(labels, images, samples, settings)
+        description = (
+            f"{settings.maps} held-out maps of {list(patch)} voxels, {settings.structures[0]}-{settings.structures[1]}"
+            f" structures each from {'; '.join(pool.sources)}, in {settings.appearances} appearances"
+        )
+        return StabilityBenchmark(labels, images, samples, settings, description)
 
 
 @dataclass(frozen=True)
