@@ -68,7 +68,7 @@ def test_dataset_passes_nnunet_integrity_check(dataset: Path) -> None:
     verify_dataset_integrity(str(dataset), num_processes=1)  # raises on any problem
 
     meta = json.loads((dataset / "dataset.json").read_text())
-    assert meta["labels"] == {"background": 0, "structure_1": 1, "structure_2": 2, "structure_3": 3}
+    assert meta["labels"] == {"background": 0, "blob": 1, "shell": 2, "torus": 3}, "labels named by their kind"
     assert meta["numTraining"] == 3 and meta["file_ending"] == ".nii.gz"
     assert len(list((dataset / "imagesTr").glob("*_0000.nii.gz"))) == 3
     for name in list_domains():
@@ -394,3 +394,31 @@ def test_cli_reports_refused_parameters(tmp_path: Path, capsys: pytest.CaptureFi
     args = _parser().parse_args([*base, "--seed", "9"])
     assert args.func(args) == 1
     assert "overwrite" in capsys.readouterr().err
+
+
+def test_cross_modality_data_train_on_ct_and_test_on_mr_like_domains(tmp_path: Path) -> None:
+    """A CT source in Hounsfield-like units with its channel named CT (so nnU-Net plans CTNormalization) and
+    MR-like targets that no affine intensity map of the CT reaches: only shape carries a label across."""
+    folder = generate_dataset(tmp_path, dataset_id=7, cross_modality=True, **SMALL)
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "CT"}
+    assert sorted(p.name for p in folder.glob("imagesTs_*")) == ["imagesTs_ct", "imagesTs_mr_t1", "imagesTs_mr_t2"]
+    description = json.loads((folder / "domains.json").read_text())
+    assert description["source_domain"] == "ct"
+
+    def read(path: Path) -> np.ndarray:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+    train_ct = read(next((folder / "imagesTr").iterdir()))
+    assert -400 < float(train_ct.min()) < -100 and 500 < float(train_ct.max()) < 900, "Hounsfield-like range"
+    labels = read(folder / "labelsTs_ct" / "test_000.nii.gz")
+    means = {}
+    for domain in ("ct", "mr_t1", "mr_t2"):
+        assert np.array_equal(read(folder / f"labelsTs_{domain}" / "test_000.nii.gz"), labels), "paired anatomy"
+        image = read(folder / f"imagesTs_{domain}" / "test_000_0000.nii.gz")
+        means[domain] = [float(image[labels == k].mean()) for k in range(4)]
+    assert min(means["mr_t1"]) > 0 and min(means["mr_t2"]) > 0, "MR-like intensities are positive"
+    ct_order = np.argsort(means["ct"])
+    for domain in ("mr_t1", "mr_t2"):
+        assert not np.array_equal(np.argsort(means[domain]), ct_order), f"{domain} orders the structures as CT does"
+        assert not np.array_equal(np.argsort(means[domain]), ct_order[::-1]), f"{domain} is an inverted CT"

@@ -9,6 +9,7 @@ import sys
 
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset, list_domains
 from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
+from nnunetv2_dropgen.synthetic.domains import CT_SOURCE, cross_modality_domains
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,12 +48,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-labels", type=int, default=3, help="structures per case, each its own shape (default: 3, at most 5)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    cross = [name for name in cross_modality_domains() if name != CT_SOURCE]
     parser.add_argument(
         "--domains",
         nargs="+",
-        choices=list_domains(),
+        choices=[*list_domains(), *cross],
         metavar="DOMAIN",
-        help=f"held-out test domains (default: all of {', '.join(targets)}); {SOURCE_DOMAIN} is always included",
+        help=f"held-out test domains (default: all of {', '.join(targets)}, or with --cross-modality "
+        f"{', '.join(cross)}); the source domain is always included",
+    )
+    parser.add_argument(
+        "--cross-modality",
+        action="store_true",
+        help=f"train on a CT ('{CT_SOURCE}' domain, Hounsfield-like units, channel named CT) and test on MR-like "
+        "domains of the same anatomy",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset with this id and name")
     parser.set_defaults(func=_make_synthetic)
@@ -73,6 +82,7 @@ def _make_synthetic(args: argparse.Namespace) -> int:
             domains=args.domains,
             seed=args.seed,
             overwrite=args.overwrite,
+            cross_modality=args.cross_modality,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -80,7 +90,7 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     description = json.loads((folder / DOMAINS_FILE).read_text())
     parameters = description["parameters"]
     print(f"Synthetic dataset: {folder}")
-    print(f"  imagesTr/labelsTr: {parameters['num_train']} cases from the {SOURCE_DOMAIN!r} domain")
+    print(f"  imagesTr/labelsTr: {parameters['num_train']} cases from the {description['source_domain']!r} domain")
     for name in description["domains"]:
         print(f"  imagesTs_{name}/labelsTs_{name}: {parameters['num_test_per_domain']} cases")
     print(f"  domain parameters: {folder / DOMAINS_FILE}")

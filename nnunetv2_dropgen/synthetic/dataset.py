@@ -19,12 +19,20 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from nnunetv2_dropgen.synthetic.domains import SOURCE_DOMAIN, Domain, default_domains, render
+from nnunetv2_dropgen.synthetic.domains import (
+    CT_SOURCE,
+    SOURCE_DOMAIN,
+    Domain,
+    cross_modality_domains,
+    default_domains,
+    render,
+)
 from nnunetv2_dropgen.synthetic.shapes import random_label_map
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 """Bump when the generated data change for the same parameters, so stale datasets are not reused.
-2: each label has its own structure kind (LABEL_KINDS); in version 1 every structure's kind was random."""
+2: each label has its own structure kind (LABEL_KINDS); in version 1 every structure's kind was random.
+3: dataset.json names each label by its kind ("blob", "shell", ...) and the image channel as asked."""
 
 LABEL_KINDS: tuple[str, ...] = ("blob", "shell", "torus", "rounded_box", "ellipsoid")
 """Label i is always a LABEL_KINDS[i - 1] (size, pose and place vary), as an organ keeps its shape across
@@ -56,11 +64,14 @@ def _write(array: np.ndarray, path: Path, spacing: tuple[float, ...]) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-def _resolve_domains(domains: Sequence[str | Domain] | None, num_labels: int) -> list[Domain]:
+def _resolve_domains(
+    domains: Sequence[str | Domain] | None, num_labels: int, cross_modality: bool = False
+) -> list[Domain]:
     """Source first, then the requested targets (default: all built-in targets), without duplicates."""
-    builtin = default_domains(num_labels)
-    requested = [name for name in builtin if name != SOURCE_DOMAIN] if domains is None else list(domains)
-    resolved = {SOURCE_DOMAIN: builtin[SOURCE_DOMAIN]}
+    builtin = cross_modality_domains(num_labels) if cross_modality else default_domains(num_labels)
+    source = CT_SOURCE if cross_modality else SOURCE_DOMAIN
+    requested = [name for name in builtin if name != source] if domains is None else list(domains)
+    resolved = {source: builtin[source]}
     for entry in requested:
         if isinstance(entry, str):
             if entry not in builtin:
@@ -109,6 +120,7 @@ def generate_dataset(
     domains: Sequence[str | Domain] | None = None,
     seed: int = 0,
     overwrite: bool = False,
+    cross_modality: bool = False,
 ) -> Path:
     """Write `out_raw_dir/Dataset{id:03d}_{name}` and return its path.
 
@@ -116,6 +128,8 @@ def generate_dataset(
     target domain, dataset.json (nnU-Net's own writer) and domains.json (all generation parameters).
     shape and spacing are in numpy axis order (z, y, x). An existing folder made with identical parameters
     is reused as is; one made with other parameters raises ValueError unless overwrite=True.
+    cross_modality: train on the `ct` domain (Hounsfield-like units, channel named CT, so nnU-Net plans
+    CTNormalization) and test on MR-like domains (`cross_modality_domains`) instead of the default ones.
     """
     shape = tuple(int(n) for n in shape)
     spacing = tuple(float(s) for s in spacing)
@@ -135,7 +149,7 @@ def generate_dataset(
             f"{', '.join(LABEL_KINDS)}), got {num_labels}."
         )
     kinds = LABEL_KINDS[:num_labels]
-    resolved = _resolve_domains(domains, num_labels)
+    resolved = _resolve_domains(domains, num_labels, cross_modality)
 
     out_raw_dir = Path(out_raw_dir)
     folder = out_raw_dir / f"Dataset{dataset_id:03d}_{name}"
@@ -151,7 +165,7 @@ def generate_dataset(
             "num_labels": num_labels,
             "seed": seed,
         },
-        "source_domain": SOURCE_DOMAIN,
+        "source_domain": resolved[0].name,
         "domains": {domain.name: domain.to_dict() for domain in resolved},
     }
     description = json.loads(json.dumps(description))
@@ -197,8 +211,8 @@ def generate_dataset(
 
     generate_dataset_json(
         str(folder),
-        channel_names={0: "synthetic"},
-        labels={"background": 0, **{f"structure_{label}": label for label in range(1, num_labels + 1)}},
+        channel_names={0: "CT" if cross_modality else "synthetic"},
+        labels={"background": 0, **{kind: label for label, kind in enumerate(kinds, start=1)}},
         num_training_cases=num_train,
         file_ending=FILE_ENDING,
         dataset_name=folder.name,

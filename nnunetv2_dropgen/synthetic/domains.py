@@ -97,6 +97,29 @@ def default_domains(num_labels: int = 3) -> dict[str, Domain]:
 DEFAULT_DOMAINS: dict[str, Domain] = default_domains(3)
 """The default domains for three labels."""
 
+CT_SOURCE = "ct"
+"""The training domain of the cross-modality data: a CT in Hounsfield-like units."""
+
+
+def cross_modality_domains(num_labels: int = 3) -> dict[str, Domain]:
+    """A CT source and MR-like targets of the same anatomy, for training on CT and testing on MR.
+
+    ct: Hounsfield-like units (background -200, structures 100 to 600, as soft tissue to bone), the channel a
+    user names CT, so nnU-Net applies CTNormalization. mr_t1, mr_t2: positive intensities on arbitrary scales
+    (up to about 1200 and 600), each with its own order of the structures' brightness and a bias field, as
+    two MR sequences; neither is any affine map of the CT, so only shape carries a label across.
+    """
+    base = default_domains(num_labels)[SOURCE_DOMAIN].intensities
+    labels = list(base[1:])
+    rotated = labels[1:] + labels[:1]
+    reversed_ = labels[::-1]
+    domains = [
+        Domain(CT_SOURCE, base, noise_std=0.02, intensity_scale=1000.0, intensity_offset=-300.0),
+        Domain("mr_t1", (0.05, *rotated), noise_std=0.03, bias_field_strength=0.4, intensity_scale=1200.0),
+        Domain("mr_t2", (0.6, *reversed_), noise_std=0.03, bias_field_strength=0.3, intensity_scale=600.0),
+    ]
+    return {domain.name: domain for domain in domains}
+
 
 def _smooth_noise(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Gaussian-smoothed white noise rescaled to unit standard deviation."""
