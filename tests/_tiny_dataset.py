@@ -19,9 +19,18 @@ def _case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.nda
 
 
 def write_tiny_dataset(
-    raw_dir: Path, dataset_id: int, num_cases: int = 4, num_channels: int = 1, shape=(24, 40, 40), seed: int = 0
+    raw_dir: Path,
+    dataset_id: int,
+    num_cases: int = 4,
+    num_channels: int = 1,
+    shape=(24, 40, 40),
+    seed: int = 0,
+    channel_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Write `Dataset{id}_Tiny` with `num_cases` training cases and one test case per channel layout."""
+    """Write `Dataset{id}_Tiny` with `num_cases` training cases and one test case per channel layout.
+
+    channel_names: dataset.json's names (default MR0, MR1, ...; a channel named CT gets CTNormalization).
+    """
     rng = np.random.default_rng(seed)
     folder = Path(raw_dir) / f"Dataset{dataset_id:03d}_Tiny{num_channels}ch"
     for sub in ("imagesTr", "labelsTr", "imagesTs"):
@@ -44,7 +53,7 @@ def write_tiny_dataset(
             write(seg, folder / "labelsTr" / f"case{i:03d}.nii.gz")
     generate_dataset_json(
         str(folder),
-        channel_names={c: f"MR{c}" for c in range(num_channels)},
+        channel_names=dict(enumerate(channel_names or [f"MR{c}" for c in range(num_channels)])),
         labels={"background": 0, "shell": 1, "core": 2},
         num_training_cases=num_cases,
         file_ending=".nii.gz",

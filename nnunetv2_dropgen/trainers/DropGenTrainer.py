@@ -8,6 +8,8 @@ run starts from scratch.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
@@ -17,6 +19,7 @@ from torch._dynamo import OptimizedModule
 
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, load_extractor_weights
+from nnunetv2_dropgen.plans import ct_channels
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
 from nnunetv2_dropgen.trainers.schedule import ScheduledTrainer
 
@@ -113,3 +116,29 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
         ]
         for line in lines:
             self.print_to_log_file(line)
+        warning = ct_normalization_warning(self.plans_manager, self.configuration_name)
+        if warning:
+            self.print_to_log_file(f"DropGen: WARNING: {warning}")
+            warnings.warn(warning, stacklevel=2)
+
+
+def ct_normalization_warning(plans_manager: PlansManager, configuration: str) -> str | None:
+    """A sentence when the plans normalize an image channel with the training set's CT statistics, else None.
+
+    nnU-Net's CTNormalization clips every image, test images of any modality included, to the training set's
+    foreground percentiles and z-scores it with the training set's statistics: right for CT test images, but
+    it saturates an MR image before the extractor sees it. Per-image normalization plans fix that.
+    """
+    channels = ct_channels(plans_manager.plans, configuration)
+    if not channels:
+        return None
+    dataset = plans_manager.dataset_name
+    name = f"{plans_manager.plans_name}PerImageNorm"
+    return (
+        f"image channel(s) {', '.join(map(str, channels))} use nnU-Net's CTNormalization, which clips and scales every "
+        "image with this training set's CT statistics: CT test images are fine, but an image of another modality "
+        "(MR) is saturated before DropGen's extractor sees it. To segment other modalities, derive per-image "
+        f"normalization plans and train with them: nnunetv2_dropgen plans -d {dataset} --per-image-normalization -p "
+        f"{plans_manager.plans_name}; nnUNetv2_preprocess -d {dataset} -plans_name {name} -c {configuration}; "
+        f"nnUNetv2_train ... -p {name}."
+    )

@@ -1,0 +1,93 @@
+"""`nnunetv2_dropgen plans`: derive a plans file for DropGen (per-image normalization, a CPU-sized network)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `plans` command."""
+    parser = subparsers.add_parser(
+        "plans",
+        help="write a plans variant: per-image normalization (CT-trained models for MR), a narrow CPU network",
+        description="Derive a plans file from nnU-Net's plans of a dataset and write it beside them in "
+        "nnUNet_preprocessed/DatasetXXX, to be used with -p in nnU-Net's commands. --per-image-normalization "
+        "replaces CTNormalization (training-set CT statistics, which saturate an MR image) by per-image z-scoring, "
+        "so the extractor's input depends on the image alone; the data are then preprocessed anew. --cpu (or "
+        "--features N) narrows every stage of the network (8 first-stage features instead of 32) for training on "
+        "a CPU; the preprocessed data are shared.",
+        epilog="examples:\n  nnunetv2_dropgen plans -d 501 --per-image-normalization\n"
+        "  nnunetv2_dropgen plans -d 501 --cpu",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-d", dest="dataset", required=True, help="dataset name or id")
+    parser.add_argument("-p", dest="source", default="nnUNetPlans", help="plans to derive from (default: nnUNetPlans)")
+    parser.add_argument("--per-image-normalization", action="store_true", help="z-score each image on its own")
+    parser.add_argument("--cpu", action="store_true", help="a narrow network for CPUs (same as --features 8)")
+    parser.add_argument("--features", type=int, metavar="N", help="first-stage features (nnU-Net: 32)")
+    parser.add_argument("--name", help="plans name to write (default: the source's name + PerImageNorm / CPU / FN)")
+    parser.add_argument("--force", action="store_true", help="replace an existing, different plans file of that name")
+    parser.set_defaults(func=_plans)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def _plans(args: argparse.Namespace) -> int:
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnunetv2_dropgen.plans import (
+        CPU_FIRST_STAGE_FEATURES,
+        PlansError,
+        PlansVariant,
+        derive_plans,
+        read_plans,
+        resolved_configuration,
+        write_plans,
+    )
+
+    if args.cpu and args.features is not None and args.features != CPU_FIRST_STAGE_FEATURES:
+        return _fail(f"--cpu means --features {CPU_FIRST_STAGE_FEATURES}; give one of the two.")
+    preprocessed_root = os.environ.get("nnUNet_preprocessed")
+    if not preprocessed_root:
+        return _fail("nnUNet_preprocessed is not set: export nnUNet_preprocessed=/path/to/nnUNet_preprocessed.")
+    try:
+        dataset = maybe_convert_to_dataset_name(args.dataset)
+    except (RuntimeError, ValueError):
+        return _fail(f"nnU-Net finds no dataset {args.dataset!r}; check -d, nnUNet_raw and nnUNet_preprocessed.")
+    variant = PlansVariant(args.per_image_normalization, CPU_FIRST_STAGE_FEATURES if args.cpu else args.features)
+    folder = Path(preprocessed_root) / dataset
+    name = args.name or variant.default_name(args.source)
+    try:
+        source = read_plans(folder, args.source)
+        derived = derive_plans(source, name, variant)
+    except PlansError as exc:
+        return _fail(str(exc))
+    target = folder / f"{name}.json"
+    if target.is_file() and json.loads(target.read_text()) != derived and not args.force:
+        return _fail(f"{target} exists and differs from what would be written; pass --force to replace it.")
+    write_plans(folder, derived)
+    print(f"Wrote {target} (from {args.source}).")
+    # configurations that inherit (the cascade) use their parent's preprocessed data
+    configurations = [
+        c for c, config in derived["configurations"].items() if c.startswith("3d") and "inherits_from" not in config
+    ]
+    renewed = [
+        c
+        for c in configurations
+        if resolved_configuration(derived, c).get("data_identifier")
+        != resolved_configuration(source, c).get("data_identifier")
+    ]
+    if renewed:
+        print("Its normalization differs, so preprocess the data for it (nnU-Net keeps them apart):")
+        print(f"  nnUNetv2_preprocess -d {dataset} -plans_name {name} -c {' '.join(renewed)}")
+    print("Then train and predict with -p:")
+    print(f"  nnUNetv2_train {dataset} 3d_fullres FOLD -tr DropGenTrainer -p {name}")
+    print(f"  nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset} -c 3d_fullres -tr DropGenTrainer -p {name}")
+    return 0

@@ -1,0 +1,23 @@
+"""Plans variants DropGen needs, as nnU-Net plans files used with `-p`: per-image normalization, a CPU-sized network."""
+
+from nnunetv2_dropgen.plans.variants import (
+    CPU_FIRST_STAGE_FEATURES,
+    PlansError,
+    PlansVariant,
+    ct_channels,
+    derive_plans,
+    read_plans,
+    resolved_configuration,
+    write_plans,
+)
+
+__all__ = [
+    "CPU_FIRST_STAGE_FEATURES",
+    "PlansError",
+    "PlansVariant",
+    "ct_channels",
+    "derive_plans",
+    "read_plans",
+    "resolved_configuration",
+    "write_plans",
+]

@@ -1,0 +1,127 @@
+"""Plans variants for DropGen, written the way nnU-Net asks for custom plans: a new plans file beside nnU-Net's.
+
+nnU-Net plans experiments only with planners inside its own package, but any plans file in a dataset's
+preprocessed folder can be used with `-p <plans name>` (`nnUNetv2_preprocess -plans_name`, `nnUNetv2_train
+-p`, `nnUNetv2_predict -p`). Two variants matter for DropGen:
+
+- per-image normalization: nnU-Net gives a channel named CT `CTNormalization`, which clips every image,
+  test images of any modality included, to the training set's foreground percentiles and z-scores it with
+  the training set's statistics. An MR test image is then mostly saturated before the extractor sees it.
+  Per-image z-scoring (`ZScoreNormalization`) makes the image channel and the extractor's input depend on
+  the image alone, so a CT-trained DropGen model can segment MR (the paper's AMOS and TopCoW settings).
+  The data are preprocessed anew (their own data identifier).
+- a narrow network for CPUs: every stage's width scaled down from nnU-Net's (32 features in the first
+  stage) to a few, same depth, patch and batch; preprocessing is unchanged, so the data are shared.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnunetv2_dropgen.evaluation.files import write_json_atomic
+
+CT_NORMALIZATION = "CTNormalization"
+PER_IMAGE_NORMALIZATION = "ZScoreNormalization"
+CPU_FIRST_STAGE_FEATURES = 8
+"""First-stage width of the CPU plans: 4x narrower than nnU-Net's 32 (about 16x fewer multiply-adds)."""
+
+
+class PlansError(ValueError):
+    """Plans that cannot be derived; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class PlansVariant:
+    """What to change in the source plans. first_stage_features: None keeps the network's widths."""
+
+    per_image_normalization: bool = False
+    first_stage_features: int | None = None
+
+    def default_name(self, source: str) -> str:
+        """nnU-Net-style plans name: 'nnUNetPlans' -> 'nnUNetPlansPerImageNorm', 'nnUNetPlansCPU', ..."""
+        parts = [source]
+        if self.per_image_normalization:
+            parts.append("PerImageNorm")
+        if self.first_stage_features == CPU_FIRST_STAGE_FEATURES:
+            parts.append("CPU")
+        elif self.first_stage_features is not None:
+            parts.append(f"F{self.first_stage_features}")
+        return "".join(parts)
+
+
+def read_plans(folder: Path, name: str) -> dict[str, Any]:
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        available = sorted(p.stem for p in folder.glob("*Plans*.json"))
+        raise PlansError(
+            f"there is no plans file {path}; plan the dataset first (nnUNetv2_plan_and_preprocess -d ID) or name "
+            f"one of the plans there: {', '.join(available) or 'none'}."
+        )
+    return json.loads(path.read_text())
+
+
+def ct_channels(plans: dict[str, Any], configuration: str) -> list[int]:
+    """Indices of the image channels the configuration normalizes with the training set's CT statistics."""
+    config = resolved_configuration(plans, configuration)
+    return [i for i, scheme in enumerate(config.get("normalization_schemes", [])) if scheme == CT_NORMALIZATION]
+
+
+def resolved_configuration(plans: dict[str, Any], configuration: str) -> dict[str, Any]:
+    """A configuration with what it inherits filled in (as nnU-Net's PlansManager resolves it)."""
+    configurations = plans["configurations"]
+    if configuration not in configurations:
+        raise PlansError(f"the plans have no configuration {configuration!r}; they have {', '.join(configurations)}.")
+    config = copy.deepcopy(configurations[configuration])
+    parent = config.get("inherits_from")
+    return {**resolved_configuration(plans, parent), **config} if parent else config
+
+
+def derive_plans(plans: dict[str, Any], name: str, variant: PlansVariant) -> dict[str, Any]:
+    """A copy of `plans` called `name` with the variant's changes in every configuration that has them.
+
+    Configurations whose preprocessing changes get a data identifier of their own (`<name>_<configuration>`),
+    so nnU-Net preprocesses them anew instead of reusing data normalized the other way.
+    """
+    if not variant.per_image_normalization and variant.first_stage_features is None:
+        raise PlansError("nothing to change: ask for --per-image-normalization and/or --features N (e.g. --cpu).")
+    if variant.first_stage_features is not None and variant.first_stage_features < 1:
+        raise PlansError(
+            f"--features must be a positive number of first-stage features; got {variant.first_stage_features}."
+        )
+    derived = copy.deepcopy(plans)
+    derived["plans_name"] = name
+    for configuration_name, config in derived["configurations"].items():
+        if variant.per_image_normalization and "normalization_schemes" in config:
+            schemes = config["normalization_schemes"]
+            if CT_NORMALIZATION in schemes:
+                config["normalization_schemes"] = [
+                    PER_IMAGE_NORMALIZATION if s == CT_NORMALIZATION else s for s in schemes
+                ]
+                config["data_identifier"] = f"{name}_{configuration_name}"
+        if variant.first_stage_features is not None:
+            _narrow(config, variant.first_stage_features)
+    return derived  # configurations that inherit (the cascade) follow their parent's data identifier
+
+
+def _narrow(config: dict[str, Any], first: int) -> None:
+    """Scale every stage's width so the first has `first` features, keeping the stages' ratios."""
+    architecture = config.get("architecture")
+    if not architecture:
+        return
+    kwargs = architecture["arch_kwargs"]
+    widths = kwargs.get("features_per_stage")
+    if not widths:
+        raise PlansError(
+            f"the network {architecture.get('network_class_name')} has no features_per_stage to narrow; "
+            "derive the CPU plans from nnU-Net's default or ResEnc plans."
+        )
+    kwargs["features_per_stage"] = [max(1, round(w * first / widths[0])) for w in widths]
+
+
+def write_plans(folder: Path, plans: dict[str, Any]) -> Path:
+    """Write `plans` as `<plans_name>.json` in the dataset's preprocessed folder (atomically)."""
+    return write_json_atomic(folder / f"{plans['plans_name']}.json", plans)

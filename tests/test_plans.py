@@ -1,0 +1,165 @@
+"""`nnunetv2_dropgen plans`: per-image normalization for CT-trained models that must segment MR, a CPU network.
+
+The derivation is checked on nnU-Net's own plans of a tiny CT dataset, and its effect through nnU-Net's own
+preprocessor: an MR-like image is saturated by the training set's CT statistics and is not with the derived
+plans. The DropGen trainers' warning about CT plans is checked on a real training log (slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from _tiny_dataset import write_tiny_dataset
+
+from nnunetv2_dropgen.cli import plans_command
+from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+from nnunetv2_dropgen.plans import PlansError, PlansVariant, derive_plans, read_plans
+
+CT_DATASET = 981
+
+
+@pytest.fixture(scope="module")
+def nnunet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny dataset whose channel is named CT, fingerprinted and planned by nnU-Net (not preprocessed)."""
+    root = tmp_path_factory.mktemp("plans")
+    folders = {name: root / name for name in ("raw", "preprocessed", "results")}
+    for folder in folders.values():
+        folder.mkdir()
+    dataset = write_tiny_dataset(folders["raw"], CT_DATASET, num_cases=3, channel_names=("CT",))
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(folders["raw"]),
+        "nnUNet_preprocessed": str(folders["preprocessed"]),
+        "nnUNet_results": str(folders["results"]),
+    }
+    command = [str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", str(CT_DATASET)]
+    done = subprocess.run([*command, "--no_pp", "-npfp", "1"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {**folders, "dataset": dataset, "planned": folders["preprocessed"] / dataset.name, "env": env}
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, env: dict, *argv: str) -> int:
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, env[key])
+    parser = argparse.ArgumentParser()
+    plans_command.register(parser.add_subparsers())
+    args = parser.parse_args(["plans", *argv])
+    return args.func(args)
+
+
+def test_per_image_normalization_replaces_ct_statistics_and_preprocesses_anew(nnunet) -> None:
+    source = read_plans(nnunet["planned"], "nnUNetPlans")
+    assert source["configurations"]["3d_fullres"]["normalization_schemes"] == ["CTNormalization"]
+    derived = derive_plans(source, "MyPlans", PlansVariant(per_image_normalization=True))
+    assert derived["plans_name"] == "MyPlans"
+    for name, config in derived["configurations"].items():
+        if "normalization_schemes" in config:
+            assert config["normalization_schemes"] == ["ZScoreNormalization"], name
+            assert config["data_identifier"] == f"MyPlans_{name}", "data normalized otherwise get their own folder"
+        original = source["configurations"][name]
+        assert config.get("architecture") == original.get("architecture"), "the network is unchanged"
+    assert source["configurations"]["3d_fullres"]["normalization_schemes"] == ["CTNormalization"], "source untouched"
+
+
+def test_cpu_plans_narrow_every_stage_and_share_the_data(nnunet) -> None:
+    source = read_plans(nnunet["planned"], "nnUNetPlans")
+    derived = derive_plans(source, "nnUNetPlansCPU", PlansVariant(first_stage_features=8))
+    for name, config in derived["configurations"].items():
+        if "architecture" not in config:
+            continue
+        widths = config["architecture"]["arch_kwargs"]["features_per_stage"]
+        original = source["configurations"][name]["architecture"]["arch_kwargs"]["features_per_stage"]
+        assert widths[0] == 8 and len(widths) == len(original)
+        assert widths == [round(w * 8 / original[0]) for w in original], "the stages keep their ratios"
+        assert config["data_identifier"] == source["configurations"][name]["data_identifier"], "data shared"
+        assert config["patch_size"] == source["configurations"][name]["patch_size"]
+    with pytest.raises(PlansError, match="nothing to change"):
+        derive_plans(source, "Same", PlansVariant())
+
+
+def _preprocess_mr_like(nnunet, plans_name: str, tmp_path: Path) -> np.ndarray:
+    """nnU-Net's own preprocessing of an MR-like image (positive, another scale, other contrast order)."""
+    from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    rng = np.random.default_rng(0)
+    mr = (800 + 300 * rng.random((24, 40, 40))).astype(np.float32)
+    mr[8:16, 12:28, 12:28] = 2500  # a bright structure, far above any CT value of the training set
+    path = tmp_path / f"mr_{plans_name}_0000.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(mr), str(path))
+    plans = PlansManager(read_plans(nnunet["planned"], plans_name))
+    dataset_json = json.loads((nnunet["dataset"] / "dataset.json").read_text())
+    data, _, _ = DefaultPreprocessor(verbose=False).run_case(
+        [str(path)], None, plans, plans.get_configuration("3d_fullres"), dataset_json
+    )
+    return data[0]
+
+
+def test_an_mr_image_is_saturated_by_ct_plans_and_kept_by_per_image_plans(nnunet, tmp_path, monkeypatch) -> None:
+    assert run_cli(monkeypatch, nnunet["env"], "-d", str(CT_DATASET), "--per-image-normalization") == 0
+    saturated = _preprocess_mr_like(nnunet, "nnUNetPlans", tmp_path)
+    kept = _preprocess_mr_like(nnunet, "nnUNetPlansPerImageNorm", tmp_path)
+    # CTNormalization clips to the CT training set's foreground range: every MR value lies above it
+    assert np.unique(saturated).size == 1, "the MR image became one constant value: nothing left to see"
+    structure = np.zeros(kept.shape, dtype=bool)
+    structure[8:16, 12:28, 12:28] = True
+    assert kept[structure].mean() > kept[~structure].mean() + 2, "per image, the structure stands out"
+
+
+def test_the_command_says_what_to_run_next_and_refuses_to_overwrite(nnunet, monkeypatch, capsys) -> None:
+    assert run_cli(monkeypatch, nnunet["env"], "-d", str(CT_DATASET), "--per-image-normalization", "--cpu") == 0
+    out = capsys.readouterr().out
+    written = nnunet["planned"] / "nnUNetPlansPerImageNormCPU.json"
+    assert f"Wrote {written}" in out
+    assert f"nnUNetv2_preprocess -d {nnunet['dataset'].name} -plans_name nnUNetPlansPerImageNormCPU -c " in out
+    assert "-p nnUNetPlansPerImageNormCPU" in out
+    plans = json.loads(written.read_text())
+    plans["configurations"]["3d_fullres"]["batch_size"] = 99  # a user's edit
+    written.write_text(json.dumps(plans))
+    args = ("-d", str(CT_DATASET), "--per-image-normalization", "--cpu")
+    assert run_cli(monkeypatch, nnunet["env"], *args) == 1
+    assert "exists and differs" in capsys.readouterr().err
+    assert json.loads(written.read_text())["configurations"]["3d_fullres"]["batch_size"] == 99, "nothing replaced"
+    assert run_cli(monkeypatch, nnunet["env"], *args, "--force") == 0
+    assert run_cli(monkeypatch, nnunet["env"], "-d", str(CT_DATASET), "-p", "NoSuchPlans", "--cpu") == 1
+    assert "there is no plans file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_dropgen_warns_about_ct_plans_and_trains_with_per_image_plans(nnunet, monkeypatch) -> None:
+    """Through nnU-Net's commands: CT plans train with a warning naming the fix; the derived plans train without."""
+    env = {**nnunet["env"], "nnUNet_extTrainer": str(trainer_dir()), "nnUNet_compile": "false"}
+    bin_dir = Path(sys.executable).parent
+    assert run_cli(monkeypatch, nnunet["env"], "-d", str(CT_DATASET), "--per-image-normalization", "--force") == 0
+
+    def run(*command: str) -> str:
+        done = subprocess.run([str(bin_dir / command[0]), *command[1:]], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout + done.stderr
+
+    for plans in ("nnUNetPlans", "nnUNetPlansPerImageNorm"):
+        run("nnUNetv2_preprocess", "-d", str(CT_DATASET), "-plans_name", plans, "-c", "3d_fullres", "-np", "1")
+        run(
+            "nnUNetv2_train", str(CT_DATASET), "3d_fullres", "all", "-tr", "DropGenTrainer_minimix_demoTiny", "-p", plans,
+            "-device", "cpu",
+        )  # fmt: skip
+    model = nnunet["results"] / nnunet["dataset"].name
+    log_of = {
+        plans: "".join(
+            p.read_text()
+            for p in (model / f"DropGenTrainer_minimix_demoTiny__{plans}__3d_fullres").rglob("training_log_*")
+        )
+        for plans in ("nnUNetPlans", "nnUNetPlansPerImageNorm")
+    }
+    warning = "DropGen: WARNING: image channel(s) 0 use nnU-Net's CTNormalization"
+    assert warning in log_of["nnUNetPlans"]
+    assert "nnunetv2_dropgen plans -d" in log_of["nnUNetPlans"] and "--per-image-normalization" in log_of["nnUNetPlans"]
+    assert warning not in log_of["nnUNetPlansPerImageNorm"]
