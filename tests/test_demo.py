@@ -16,12 +16,12 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
 from nnunetv2_dropgen.cli.main import main
-from nnunetv2_dropgen.cli.setup_commands import trainer_dir
 from nnunetv2_dropgen.demo import run
 from nnunetv2_dropgen.demo.figure import FIGURE_FEATURES
 from nnunetv2_dropgen.demo.trainers import DEMO_SCHEDULES, demo_trainer_names
 from nnunetv2_dropgen.evaluation.figure import DPI, figure_inches
 from nnunetv2_dropgen.evaluation.report import HELD_OUT_MEAN_ROW
+from nnunetv2_dropgen.ext_trainers import trainer_dir
 from nnunetv2_dropgen.trainers import DropGenTrainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,8 @@ import pytest
 from _plans import documented_trainer_names
 
 from nnunetv2_dropgen.cli.main import main
-from nnunetv2_dropgen.cli.setup_commands import check_setup, trainer_dir
+from nnunetv2_dropgen.cli.setup_commands import check_setup
+from nnunetv2_dropgen.ext_trainers import trainer_dir
 
 FIND_AND_PICKLE = """
 import pickle, sys
@@ -73,3 +74,22 @@ def test_doctor_accepts_a_complete_set_up(monkeypatch: pytest.MonkeyPatch) -> No
     assert sentences["nnU-Net"] is True
     assert sentences["nnUNet_extTrainer"] is True
     assert all(ok for name, ok in sentences.items() if name.startswith("nnUNet_"))
+
+
+HEAVY = ("torch", "nnunetv2", "numpy", "scipy", "SimpleITK", "huggingface_hub", "matplotlib")
+
+
+def test_the_command_line_starts_without_importing_torch_or_nnunet() -> None:
+    """`export nnUNet_extTrainer=$(nnunetv2_dropgen trainer-dir)` runs in every shell: building the parser and
+    answering trainer-dir must not import the stack (each sub-command imports what it uses when it runs)."""
+    code = (
+        "import sys, io, contextlib\n"
+        "from nnunetv2_dropgen.cli.main import build_parser, main\n"
+        "build_parser().format_help()\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['trainer-dir'])\n"
+        f"print(sorted(name for name in {HEAVY!r} if name in sys.modules))\n"
+    )
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"imported at start-up: {done.stdout.strip()}"

@@ -348,7 +348,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
         shape=(32, 32, 32), domains=["inverted"],
     )  # fmt: skip
     nnunet("nnUNetv2_plan_and_preprocess", "-d", str(E2E_ID), "-c", "3d_fullres", "-np", "1", "-npfp", "1")
-    from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+    from nnunetv2_dropgen.ext_trainers import trainer_dir
 
     for trainer in (BASELINE, DROPGEN):  # DropGen with the embedded extractor: no download, no ../shared
         nnunet(

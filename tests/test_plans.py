@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from _tiny_dataset import write_tiny_dataset
 
 from nnunetv2_dropgen.cli import plans_command
-from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+from nnunetv2_dropgen.ext_trainers import trainer_dir
 from nnunetv2_dropgen.plans import PlansError, PlansVariant, derive_plans, read_plans
 
 CT_DATASET = 981
@@ -147,10 +147,8 @@ def test_dropgen_warns_about_ct_plans_and_trains_with_per_image_plans(nnunet, mo
 
     for plans in ("nnUNetPlans", "nnUNetPlansPerImageNorm"):
         run("nnUNetv2_preprocess", "-d", str(CT_DATASET), "-plans_name", plans, "-c", "3d_fullres", "-np", "1")
-        run(
-            "nnUNetv2_train", str(CT_DATASET), "3d_fullres", "all", "-tr", "DropGenTrainer_minimix_demoTiny", "-p", plans,
-            "-device", "cpu",
-        )  # fmt: skip
+        trainer = "DropGenTrainer_minimix_demoTiny"
+        run("nnUNetv2_train", str(CT_DATASET), "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device", "cpu")
     model = nnunet["results"] / nnunet["dataset"].name
     log_of = {
         plans: "".join(

@@ -67,7 +67,7 @@ print("OUT", tuple(network.eval()(torch.rand(1, 1, 20, 24, 28)).shape))
 
 def test_readme_add_a_foundation_model_example_trains_through_nnunets_trainer_search(tmp_path: Path) -> None:
     """The README's module, put in a folder of nnUNet_extTrainer, gives a trainer nnU-Net finds and builds."""
-    from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+    from nnunetv2_dropgen.ext_trainers import trainer_dir
     from nnunetv2_dropgen.weights import sha256_file
 
     block = next(b for b in python_blocks() if "register_extractor(ExtractorSpec(" in b)

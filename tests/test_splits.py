@@ -154,6 +154,38 @@ def test_by_site_with_few_shot_draws_from_the_other_sites(folders: tuple[Path, P
     assert json.loads((preprocessed / DATASET / "splits_sites.json").read_text())["few_shot"] == 2
 
 
+def test_a_validation_site_split_trains_on_chosen_sites_and_validates_on_another(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The DropGen authors' model selection: train on some sites, validate on one the model never trains on,
+    and keep the remaining sites out of the split altogether (they are test sites)."""
+    raw, preprocessed = folders
+    write_raw_dataset(raw)
+    csv_file = str(sites_csv(tmp_path, SITES))
+    assert run("-d", "963", "--by-site", csv_file, "--validation-site", "siteB", "--train-sites", "siteA") == 0
+    splits = json.loads((preprocessed / DATASET / "splits_final.json").read_text())
+    assert splits == [
+        {
+            "train": sorted(c for c in CASES if SITES[c] == "siteA"),
+            "val": sorted(c for c in CASES if SITES[c] == "siteB"),
+        }
+    ]
+    mapping = json.loads((preprocessed / DATASET / "splits_sites.json").read_text())
+    assert mapping["folds"] == {"0": "siteB"} and mapping["train_sites"] == ["siteA"]
+    assert (
+        "fold 0: validates on site siteB (3 case(s)); trains on 4 case(s) from site(s) siteA" in capsys.readouterr().out
+    )
+    assert run("-d", "963", "--by-site", csv_file, "--validation-site", "siteC", "--force") == 0
+    (split,) = json.loads((preprocessed / DATASET / "splits_final.json").read_text())
+    assert {SITES[c] for c in split["train"]} == {"siteA", "siteB"}, "default: every other site trains"
+    assert run("-d", "963", "--by-site", csv_file, "--validation-site", "siteX", "--force") == 1
+    assert "no site siteX" in error_of(capsys)
+    assert run("-d", "963", "--by-site", csv_file, "--validation-site", "siteA", "--train-sites", "siteA") == 1
+    assert "cannot both train and validate" in error_of(capsys)
+    assert run("-d", "963", "--few-shot", "2", "--validation-site", "siteA") == 1
+    assert "need --by-site" in error_of(capsys)
+
+
 def test_case_ids_come_from_the_preprocessed_dataset_when_the_raw_one_is_gone(folders: tuple[Path, Path]) -> None:
     _, preprocessed = folders
     write_preprocessed(preprocessed, CASES[:6])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, list_domains
+from nnunetv2_dropgen.synthetic.names import TARGET_DOMAINS
 
 SCHEDULES = ("tiny", "cpu", "gpu")
 TINY_DATA = {"num_train": 2, "num_test": 1, "shape": (32, 32, 32), "domains": ["inverted"]}
@@ -19,7 +19,7 @@ GPU_SHAPE = (48, 48, 48)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `demo` command."""
-    targets = [name for name in list_domains() if name != SOURCE_DOMAIN]
+    targets = list(TARGET_DOMAINS)
     parser = subparsers.add_parser(
         "demo",
         help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 10 minutes on a 2-core CPU)",

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from nnunetv2_dropgen.evaluation.models import DEFAULT_CHECKPOINT, DEFAULT_CONFIGURATION, DEFAULT_PLANS
+from nnunetv2_dropgen.evaluation.defaults import DEFAULT_CHECKPOINT, DEFAULT_CONFIGURATION, DEFAULT_PLANS
 
 NNUNET_WORKERS = 3
 """nnUNetv2_predict's default -npp/-nps."""

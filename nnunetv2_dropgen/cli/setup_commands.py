@@ -7,14 +7,9 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import nnunetv2_dropgen.ext_trainers
+from nnunetv2_dropgen.ext_trainers import trainer_dir
 
 NNUNET_RANGE = (2, 8)
-
-
-def trainer_dir() -> Path:
-    """The folder to put in nnUNet_extTrainer: it holds one thin module importing the trainer classes."""
-    return Path(nnunetv2_dropgen.ext_trainers.__file__).resolve().parent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -7,24 +7,34 @@ import os
 import sys
 from pathlib import Path
 
-from nnunetv2_dropgen.evaluation.splits import NNUNET_FOLDS, NNUNET_SEED, SITES_FILE, SPLITS_FILE
+from nnunetv2_dropgen.evaluation.defaults import NNUNET_FOLDS, NNUNET_SEED, SITES_FILE, SPLITS_FILE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `splits` command."""
     parser = subparsers.add_parser(
         "splits",
-        help="write splits_final.json: few-shot folds (--few-shot N) or leave-one-site-out folds (--by-site)",
+        help="write splits_final.json: few-shot folds (--few-shot N), leave-one-site-out folds (--by-site), or "
+        "training sites vs a validation site (--by-site --validation-site)",
         description=f"Write nnU-Net's {SPLITS_FILE} in nnUNet_preprocessed/DatasetXXX. --few-shot N: nnU-Net's "
         "own cross-validation folds (same validation cases), each training on N cases drawn from that fold's "
         "training cases. --by-site sites.csv: one fold per site, validating on it and training on the other "
         f"sites (combinable with --few-shot); which fold is which site is printed and written to {SITES_FILE}. "
+        "--by-site with --validation-site SITE: one fold (fold 0) that trains on --train-sites (default: all other "
+        "sites) and validates on SITE, to choose a checkpoint or the dropout probability on a domain the model never "
+        "trains on; cases of other sites are in no fold (test sites). "
         "Case ids are read from the raw dataset, so this works before or after nnUNetv2_plan_and_preprocess.",
     )
     parser.add_argument("-d", dest="dataset", required=True, help="dataset name or id")
     parser.add_argument("--few-shot", type=int, metavar="N", help="training cases per fold")
     parser.add_argument(
         "--by-site", type=Path, metavar="SITES_CSV", help="CSV with 'case id, site' rows: leave-one-site-out folds"
+    )
+    parser.add_argument(
+        "--validation-site", metavar="SITE", help="with --by-site: one fold validating on SITE (model selection)"
+    )
+    parser.add_argument(
+        "--train-sites", nargs="+", metavar="SITE", help="with --validation-site: the sites to train on"
     )
     parser.add_argument(
         "--folds", type=int, help=f"number of folds for --few-shot (default: {NNUNET_FOLDS}, as nnU-Net)"
@@ -50,6 +60,10 @@ def _splits(args: argparse.Namespace) -> int:
             raise s.SplitsError("Say which split to write: --few-shot N, --by-site sites.csv, or both.")
         if args.by_site is not None and args.folds is not None:
             raise s.SplitsError("--by-site makes one fold per site; leave out --folds.")
+        if args.by_site is None and (args.validation_site or args.train_sites):
+            raise s.SplitsError("--validation-site and --train-sites need --by-site sites.csv to know the sites.")
+        if args.train_sites and not args.validation_site:
+            raise s.SplitsError("--train-sites needs --validation-site: the site to validate on.")
         preprocessed_root = os.environ.get("nnUNet_preprocessed")
         if not preprocessed_root:
             raise s.SplitsError(
@@ -68,8 +82,14 @@ def _splits(args: argparse.Namespace) -> int:
         cases = s.dataset_case_ids(Path(raw_root) / dataset if raw_root else None, preprocessed)
         if args.by_site is not None:
             sites = s.read_sites(args.by_site, cases)
-            splits = s.site_splits(cases, sites, args.few_shot, args.seed)
             record = {"sites_csv": str(args.by_site.resolve()), "few_shot": args.few_shot, "seed": args.seed}
+            if args.validation_site:
+                splits = s.validation_site_split(
+                    cases, sites, args.validation_site, args.train_sites, args.few_shot, args.seed
+                )
+                record["train_sites"] = sorted({sites[c] for c in splits.folds[0]["train"]})
+            else:
+                splits = s.site_splits(cases, sites, args.few_shot, args.seed)
         else:
             sites = None
             splits = s.few_shot_splits(cases, args.few_shot, args.folds or s.NNUNET_FOLDS, args.seed)

@@ -7,15 +7,13 @@ import json
 import os
 import sys
 
-from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset, list_domains
-from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
-from nnunetv2_dropgen.synthetic.domains import CT_SOURCE, cross_modality_domains
+from nnunetv2_dropgen.synthetic.names import CT_SOURCE, MR_TARGETS, TARGET_DOMAINS, list_domains
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `make-synthetic` command; --out defaults to $nnUNet_raw and is required when that is unset."""
     raw = os.environ.get("nnUNet_raw")
-    targets = [name for name in list_domains() if name != SOURCE_DOMAIN]
+    targets = TARGET_DOMAINS
     parser = subparsers.add_parser(
         "make-synthetic",
         help="write a synthetic domain-shift dataset (nnU-Net raw format)",
@@ -48,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--num-labels", type=int, default=3, help="structures per case, each its own shape (default: 3, at most 5)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    cross = [name for name in cross_modality_domains() if name != CT_SOURCE]
+    cross = MR_TARGETS
     parser.add_argument(
         "--domains",
         nargs="+",
@@ -69,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _make_synthetic(args: argparse.Namespace) -> int:
     """Generate (or reuse) the dataset, say where it is and what it holds; bad arguments give exit code 1."""
+    from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE, generate_dataset
+
     try:
         folder = generate_dataset(
             args.out,

@@ -8,21 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from nnunetv2_dropgen.weights import (
-    EmbeddedWeights,
-    PublishedWeights,
-    ResolvedWeights,
-    WeightsError,
-    WeightsSource,
-    cache_dir,
-    env_var_for,
-    fetch_weights,
-    install_weights,
-    requested_revision,
-    revision_var_for,
-    weights_report,
-)
+if TYPE_CHECKING:  # the weights package imports torch: only the sub-command that runs imports it
+    from nnunetv2_dropgen.weights import PublishedWeights, ResolvedWeights, WeightsSource
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,12 +38,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fetch.add_argument("--revision", help=revision_help)
     fetch.set_defaults(func=_guarded(_fetch))
 
-    install = commands.add_parser("install", help="copy a local weight file into the cache (for offline use)")
+    install = commands.add_parser(
+        "install",
+        help="copy a local copy of the published weights into the cache (for offline use)",
+        description="Copy a local copy of the published weights into the cache, verified against the published "
+        "checksum. Any other file (your own fine-tuned extractor, say) is refused: name it with "
+        "DROPGEN_WEIGHTS_<NAME>=/path/to/file instead, and training uses it marked UNVERIFIED, with its sha256 in "
+        "the log and in every checkpoint.",
+    )
     install.add_argument("name", metavar="NAME", help="an extractor name, e.g. anatomix")
     install.add_argument("path", metavar="PATH", help="the weight file to install")
-    install.add_argument(
-        "--force", action="store_true", help="install it even if it is not the published file (as UNVERIFIED)"
-    )
     install.add_argument("--revision", help="the Hugging Face revision this file is (default: as for fetch)")
     install.set_defaults(func=_guarded(_install))
 
@@ -68,6 +61,8 @@ def _sources() -> dict[str, WeightsSource]:
 
 
 def _source(name: str) -> WeightsSource:
+    from nnunetv2_dropgen.weights import WeightsError
+
     sources = _sources()
     if name not in sources:
         raise WeightsError(
@@ -78,6 +73,8 @@ def _source(name: str) -> WeightsSource:
 
 
 def _published(name: str, action: str) -> PublishedWeights:
+    from nnunetv2_dropgen.weights import EmbeddedWeights, WeightsError, env_var_for
+
     source = _source(name)
     if isinstance(source, EmbeddedWeights):
         raise WeightsError(
@@ -89,17 +86,23 @@ def _published(name: str, action: str) -> PublishedWeights:
 
 
 def _fetch(args: argparse.Namespace) -> ResolvedWeights:
+    from nnunetv2_dropgen.weights import fetch_weights
+
     return fetch_weights(_published(args.name, "fetch"), force=args.force, revision=args.revision)
 
 
 def _install(args: argparse.Namespace) -> ResolvedWeights:
-    return install_weights(_published(args.name, "install"), args.path, force=args.force, revision=args.revision)
+    from nnunetv2_dropgen.weights import install_weights
+
+    return install_weights(_published(args.name, "install"), args.path, revision=args.revision)
 
 
 def _guarded(action: Callable[[argparse.Namespace], ResolvedWeights]) -> Callable[[argparse.Namespace], int]:
     """Run a fetch/install, print where the file is; a WeightsError becomes a message and exit code 1."""
 
     def run(args: argparse.Namespace) -> int:
+        from nnunetv2_dropgen.weights import WeightsError
+
         try:
             resolved = action(args)
         except WeightsError as exc:
@@ -117,6 +120,8 @@ def _guarded(action: Callable[[argparse.Namespace], ResolvedWeights]) -> Callabl
 
 
 def _heading(name: str, source: WeightsSource, revision: str | None) -> str:
+    from nnunetv2_dropgen.weights import EmbeddedWeights, requested_revision, revision_var_for
+
     if isinstance(source, EmbeddedWeights):
         return f"{name} ({source.filename}, shipped in {source.package}, sha256 {source.sha256})"
     checksum = source.git_blob_sha1 or "none published"
@@ -128,6 +133,8 @@ def _heading(name: str, source: WeightsSource, revision: str | None) -> str:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from nnunetv2_dropgen.weights import WeightsError, cache_dir, weights_report
+
     print(f"Cache directory: {cache_dir()} (set DROPGEN_CACHE_DIR to change it)")
     try:
         sources = {name: _source(name) for name in args.names} if args.names else _sources()

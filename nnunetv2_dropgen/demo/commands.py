@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+from nnunetv2_dropgen.ext_trainers import trainer_dir
 from nnunetv2_dropgen.weights import env_var_for
 
 LOG_TAIL_LINES = 25

@@ -1,20 +1,28 @@
-"""Measure domain generalization: trained nnU-Net models x named test sets -> Dice table and figure; splits."""
+"""Measure domain generalization: trained nnU-Net models x named test sets -> Dice table and figure; splits.
 
-from nnunetv2_dropgen.evaluation.errors import EvaluationError
-from nnunetv2_dropgen.evaluation.evaluate import EvaluationRequest, EvaluationResult, run_evaluation
-from nnunetv2_dropgen.evaluation.models import ModelSpec, TrainedModel
-from nnunetv2_dropgen.evaluation.predict import PredictionSettings
-from nnunetv2_dropgen.evaluation.report import EvaluationTable
-from nnunetv2_dropgen.evaluation.test_sets import TestSet
+The names below are imported on first use (PEP 562), so reading `evaluation.defaults` (the command line
+does) does not import nnU-Net's predictor and torch.
+"""
 
-__all__ = [
-    "EvaluationError",
-    "EvaluationRequest",
-    "EvaluationResult",
-    "EvaluationTable",
-    "ModelSpec",
-    "PredictionSettings",
-    "TestSet",
-    "TrainedModel",
-    "run_evaluation",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "EvaluationError": "errors",
+    "EvaluationRequest": "evaluate",
+    "EvaluationResult": "evaluate",
+    "run_evaluation": "evaluate",
+    "ModelSpec": "models",
+    "TrainedModel": "models",
+    "PredictionSettings": "predict",
+    "EvaluationTable": "report",
+    "TestSet": "test_sets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -13,12 +13,10 @@ from pathlib import Path
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 
-from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+from nnunetv2_dropgen.evaluation.defaults import DEFAULT_CHECKPOINT, DEFAULT_CONFIGURATION, DEFAULT_PLANS
 from nnunetv2_dropgen.evaluation.errors import EvaluationError
+from nnunetv2_dropgen.ext_trainers import trainer_dir
 
-DEFAULT_PLANS = "nnUNetPlans"
-DEFAULT_CONFIGURATION = "3d_fullres"
-DEFAULT_CHECKPOINT = "checkpoint_final.pth"
 ALL_FOLDS = "all"
 
 Fold = int | str

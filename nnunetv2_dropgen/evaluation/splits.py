@@ -22,13 +22,9 @@ import numpy as np
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 from nnunetv2.utilities.utils import get_identifiers_from_splitted_dataset_folder
 
+from nnunetv2_dropgen.evaluation.defaults import NNUNET_FOLDS, NNUNET_SEED, SITES_FILE, SPLITS_FILE
 from nnunetv2_dropgen.evaluation.files import write_json_atomic
 
-SPLITS_FILE = "splits_final.json"
-SITES_FILE = "splits_sites.json"
-NNUNET_SEED = 12345
-"""The seed of nnU-Net's default 5-fold split (nnUNetTrainer.do_split)."""
-NNUNET_FOLDS = 5
 _HEADER_WORDS = {"case", "case_id", "case id", "caseid", "identifier", "id", "subject", "image"}
 _SHOWN = 5
 
@@ -172,6 +168,35 @@ def site_splits(
             {"train": _draw(train, num_train, seed, fold, f"fold {fold} (sites other than {site})"), "val": validation}
         )
     return Splits(folds, names)
+
+
+def validation_site_split(
+    case_ids: Sequence[str],
+    sites: Mapping[str, str],
+    validation_site: str,
+    train_sites: Sequence[str] | None = None,
+    num_train: int | None = None,
+    seed: int = NNUNET_SEED,
+) -> Splits:
+    """One fold that trains on `train_sites` (default: every other site) and validates on `validation_site`.
+
+    As the DropGen authors select models: the validation domain is one the model never trains on, so the
+    checkpoint or dropout probability chosen on it is chosen for generalization. Cases of sites in neither
+    list are in no fold (keep them as test sites).
+    """
+    names = sorted(set(sites.values()))
+    unknown = sorted({validation_site, *(train_sites or [])} - set(names))
+    if unknown:
+        raise SplitsError(f"The sites file has no site {', '.join(unknown)}; its sites are {', '.join(names)}.")
+    training = sorted(set(train_sites) if train_sites else set(names) - {validation_site})
+    if validation_site in training:
+        raise SplitsError(f"Site {validation_site} cannot both train and validate; leave it out of --train-sites.")
+    if not training:
+        raise SplitsError(f"Only site {validation_site} is there: validating on it leaves no site to train on.")
+    train = [c for c in sorted(case_ids) if sites[c] in training]
+    validation = [c for c in sorted(case_ids) if sites[c] == validation_site]
+    where = f"site(s) {', '.join(training)}"
+    return Splits([{"train": _draw(train, num_train, seed, 0, where), "val": validation}], [validation_site])
 
 
 def describe(splits: Splits, sites: Mapping[str, str] | None = None) -> list[str]:

@@ -19,14 +19,8 @@ import numpy as np
 import SimpleITK as sitk
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
 
-from nnunetv2_dropgen.synthetic.domains import (
-    CT_SOURCE,
-    SOURCE_DOMAIN,
-    Domain,
-    cross_modality_domains,
-    default_domains,
-    render,
-)
+from nnunetv2_dropgen.synthetic.domains import Domain, cross_modality_domains, default_domains, render
+from nnunetv2_dropgen.synthetic.names import CT_SOURCE, SOURCE_DOMAIN
 from nnunetv2_dropgen.synthetic.shapes import random_label_map
 
 GENERATOR_VERSION = 3
@@ -45,11 +39,6 @@ DOMAINS_FILE = "domains.json"
 
 _TRAIN, _TEST = 0, 1
 _LABEL_STREAM, _RENDER_STREAM = 0, 1
-
-
-def list_domains() -> list[str]:
-    """Names of the built-in domains, the source (training) domain first."""
-    return list(default_domains())
 
 
 def _case_rng(seed: int, split: int, index: int, stream: int) -> np.random.Generator:

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-SOURCE_DOMAIN = "source"
-"""The training domain; every other default domain is a held-out target."""
+from nnunetv2_dropgen.synthetic.names import CT_SOURCE, MR_TARGETS, SOURCE_DOMAIN, TARGET_DOMAINS
 
 TEXTURE_SIGMA = 2.5
 """Correlation length (voxels) of the within-class texture: smooth enough to look like tissue variation."""
@@ -82,23 +81,21 @@ def default_domains(num_labels: int = 3) -> dict[str, Domain]:
     remapped = list(source)
     for target, origin in zip(permuted, permuted[1:] + permuted[:1], strict=True):
         remapped[target] = source[origin]
+    inverted_name, noisy, bias, lowres, scaled, remapped_name = TARGET_DOMAINS
     domains = [
         Domain(SOURCE_DOMAIN, source),
-        Domain("inverted", inverted),
-        Domain("noisy", source, noise_std=0.15),
-        Domain("bias", source, bias_field_strength=0.6),
-        Domain("lowres", source, blur_sigma=1.0, downsample=2),
-        Domain("scaled", source, intensity_scale=400.0, intensity_offset=-100.0),
-        Domain("remapped", tuple(remapped)),
+        Domain(inverted_name, inverted),
+        Domain(noisy, source, noise_std=0.15),
+        Domain(bias, source, bias_field_strength=0.6),
+        Domain(lowres, source, blur_sigma=1.0, downsample=2),
+        Domain(scaled, source, intensity_scale=400.0, intensity_offset=-100.0),
+        Domain(remapped_name, tuple(remapped)),
     ]
     return {domain.name: domain for domain in domains}
 
 
 DEFAULT_DOMAINS: dict[str, Domain] = default_domains(3)
 """The default domains for three labels."""
-
-CT_SOURCE = "ct"
-"""The training domain of the cross-modality data: a CT in Hounsfield-like units."""
 
 
 def cross_modality_domains(num_labels: int = 3) -> dict[str, Domain]:
@@ -113,10 +110,11 @@ def cross_modality_domains(num_labels: int = 3) -> dict[str, Domain]:
     labels = list(base[1:])
     rotated = labels[1:] + labels[:1]
     reversed_ = labels[::-1]
+    t1, t2 = MR_TARGETS
     domains = [
         Domain(CT_SOURCE, base, noise_std=0.02, intensity_scale=1000.0, intensity_offset=-300.0),
-        Domain("mr_t1", (0.05, *rotated), noise_std=0.03, bias_field_strength=0.4, intensity_scale=1200.0),
-        Domain("mr_t2", (0.6, *reversed_), noise_std=0.03, bias_field_strength=0.3, intensity_scale=600.0),
+        Domain(t1, (0.05, *rotated), noise_std=0.03, bias_field_strength=0.4, intensity_scale=1200.0),
+        Domain(t2, (0.6, *reversed_), noise_std=0.03, bias_field_strength=0.3, intensity_scale=600.0),
     ]
     return {domain.name: domain for domain in domains}
 
