@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import SimpleITK as sitk
 import torch
 from _tiny_dataset import write_tiny_dataset
 
-from nnunetv2_dropgen.cli.setup_commands import trainer_dir
+from nnunetv2_dropgen.ext_trainers import trainer_dir
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.weights import packaged_path, sha256_file
 
@@ -251,6 +252,10 @@ def test_find_best_configuration_export_and_install(workspace: Workspace, traine
         "-f",
         "0",
     )
+    with zipfile.ZipFile(archive) as exported:  # what a receiver without nnunetv2-dropgen can read
+        debug = next(name for name in exported.namelist() if name.endswith("fold_0/debug.json"))
+        note = json.loads(exported.read(debug))["to_predict_elsewhere"]
+    assert "pip install 'nnunetv2-dropgen>=" in note and "nnUNet_extTrainer=$(nnunetv2_dropgen trainer-dir)" in note
     other_results = workspace.root / "other_results"
     other_results.mkdir()
     workspace.run("nnUNetv2_install_pretrained_model_from_zip", str(archive), results=other_results)
@@ -275,3 +280,64 @@ def test_an_extractor_pretrained_on_labelsTr_trains_two_channels_and_predicts(wo
     out = workspace.root / "pred_two_channels"
     images = workspace.predict(TWO_CH, out, "-f", "0")
     check_predictions(images, out)
+
+
+def test_fine_tuning_with_pretrained_weights_keeps_the_checkpoints_extractor(
+    workspace: Workspace, trained: Path
+) -> None:
+    """nnU-Net's -pretrained_weights with a DropGen checkpoint: the backbone and its extractor come along."""
+    source = trained / "checkpoint_final.pth"
+    workspace.run(
+        "nnUNetv2_train", str(ONE_CH), "3d_fullres", "2", "-tr", TRAINER, "-device", "cpu",
+        "-pretrained_weights", str(source), weights=None,
+    )  # fmt: skip
+    fold = workspace.model_folder(ONE_CH) / "fold_2"
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert f"DropGen: extractor weights kept from the -pretrained_weights checkpoint {source}" in log
+    pretrained = torch.load(source, map_location="cpu", weights_only=False)["network_weights"]
+    tuned = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["network_weights"]
+    extractor = [k for k in pretrained if k.startswith("extractor.")]
+    assert extractor and all(torch.equal(tuned[k], pretrained[k]) for k in extractor)
+    assert tuned["_extra_state"]["weights_sha256"] == pretrained["_extra_state"]["weights_sha256"]
+
+
+def test_fine_tuning_with_other_extractor_weights_says_the_features_changed(
+    workspace: Workspace, trained: Path
+) -> None:
+    other = workspace.root / "other_minimix.pth"
+    state = torch.load(packaged_path(EMBEDDED), map_location="cpu", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, other)
+    source = trained / "checkpoint_final.pth"
+    workspace.run(
+        "nnUNetv2_train", str(ONE_CH), "3d_fullres", "3", "-tr", TRAINER, "-device", "cpu",
+        "-pretrained_weights", str(source), weights=str(other),
+    )  # fmt: skip
+    log = "".join(p.read_text() for p in (workspace.model_folder(ONE_CH) / "fold_3").glob("training_log_*.txt"))
+    assert f"DropGen: NOTE: the backbone of {source} was trained on the features of other extractor weights" in log
+    assert f"DROPGEN_WEIGHTS_MINIMIX now gives sha256 {sha256_file(other)}" in log
+
+
+def test_python_predictor_and_nnunet_ensemble_use_dropgen_checkpoints(workspace: Workspace, trained: Path) -> None:
+    """nnU-Net's Python predictor (initialize_from_trained_model_folder) and nnUNetv2_ensemble of two folders."""
+    out = workspace.root / "pred_python_api"
+    code = (
+        "import sys, torch\n"
+        "from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor\n"
+        "predictor = nnUNetPredictor(device=torch.device('cpu'), use_mirroring=False)\n"
+        "predictor.initialize_from_trained_model_folder(sys.argv[1], (0,), 'checkpoint_final.pth')\n"
+        "predictor.predict_from_files(sys.argv[2], sys.argv[3], save_probabilities=True, num_processes_preprocessing=1,"
+        " num_processes_segmentation_export=1)\n"
+    )
+    images = next(workspace.raw.glob(f"Dataset{ONE_CH}_*")) / "imagesTs"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(workspace.model_folder(ONE_CH)), str(images), str(out)],
+        env=workspace.env(UNUSABLE), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    check_predictions(images, out)
+    other = workspace.root / "pred_fold0"
+    if not list(other.glob("*.npz")):
+        workspace.predict(ONE_CH, other, "-f", "0", "--save_probabilities")
+    ensembled = workspace.root / "pred_nnunet_ensemble"
+    workspace.run("nnUNetv2_ensemble", "-i", str(out), str(other), "-o", str(ensembled), "-np", "1")
+    check_predictions(images, ensembled)

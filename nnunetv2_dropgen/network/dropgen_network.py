@@ -49,6 +49,8 @@ class DropGenNetwork(nn.Module):
     num_extra_channels: int
     use_image: bool
     record: FeatureRecord
+    pretrained_from: str | None
+    """The checkpoint nnU-Net's -pretrained_weights loaded into this network (extractor included), if any."""
 
     def __init__(
         self,
@@ -75,6 +77,7 @@ class DropGenNetwork(nn.Module):
         first_dropped = 0 if use_image else num_image_channels
         self.dropout = ChannelDropout(p, channels=range(first_dropped, num_image_channels + num_features))
         self.record = FeatureRecord.of(spec)
+        self.pretrained_from = None
         self._register_load_state_dict_pre_hook(self._accept_unrecorded_checkpoint)
 
     @staticmethod

@@ -8,6 +8,7 @@ run starts from scratch.
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import torch
@@ -15,13 +16,15 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
-from torch._dynamo import OptimizedModule
 
+from nnunetv2_dropgen import __version__
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, load_extractor_weights
 from nnunetv2_dropgen.plans import ct_channels
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
+from nnunetv2_dropgen.trainers.pretrained_weights import unwrapped
 from nnunetv2_dropgen.trainers.schedule import ScheduledTrainer
+from nnunetv2_dropgen.weights import env_var_for
 
 
 class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
@@ -30,6 +33,13 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
     extractor_name: str = "anatomix"
     dropout_p: float = 0.75
     use_image: bool = True
+    to_predict_elsewhere: str = (
+        "This model was trained with nnunetv2-dropgen; nnU-Net finds its trainer only where that package is "
+        f"installed: pip install 'nnunetv2-dropgen>={__version__}' and export nnUNet_extTrainer=$(nnunetv2_dropgen "
+        "trainer-dir) before nnUNetv2_predict."
+    )
+    """nnU-Net writes every trainer attribute into each fold's debug.json, which nnUNetv2_export_model_to_zip
+    carries: whoever receives the model reads there what it needs."""
 
     def __init__(
         self,
@@ -81,10 +91,7 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
     @property
     def dropgen_network(self) -> DropGenNetwork:
         """The DropGenNetwork inside whatever DDP / torch.compile wrappers nnU-Net put around it."""
-        network = self.network.module if self.is_ddp else self.network
-        if isinstance(network, OptimizedModule):
-            network = network._orig_mod
-        return network
+        return unwrapped(self.network)
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         super().load_checkpoint(filename_or_checkpoint)  # the feature record inside refuses another pipeline
@@ -94,10 +101,33 @@ class DropGenTrainer(ScheduledTrainer, nnUNetTrainer):
         if not self.was_initialized:
             self.initialize()
         network = self.dropgen_network
-        if not self._extractor_weights_from_checkpoint:
+        if network.pretrained_from is not None and not self._extractor_weights_from_checkpoint:
+            self._keep_or_replace_pretrained_extractor(network)
+        elif not self._extractor_weights_from_checkpoint:
             load_extractor_weights(network)
         self._log_dropgen_settings(network)
         super().on_train_start()
+
+    def _keep_or_replace_pretrained_extractor(self, network: DropGenNetwork) -> None:
+        """Fine-tuning (-pretrained_weights): the backbone learned from that checkpoint's extractor, so keep it,
+        unless DROPGEN_WEIGHTS_<NAME> explicitly asks for other weights; then say that the features changed."""
+        pretrained = network.record
+        variable = env_var_for(network.spec.name)
+        if not os.environ.get(variable):
+            self.print_to_log_file(
+                f"DropGen: extractor weights kept from the -pretrained_weights checkpoint {network.pretrained_from} "
+                f"(sha256 {pretrained.weights_sha256}); set {variable} to replace them"
+            )
+            return
+        load_extractor_weights(network)
+        if network.record.weights_sha256 != pretrained.weights_sha256:
+            note = (
+                f"the backbone of {network.pretrained_from} was trained on the features of other extractor weights "
+                f"(sha256 {pretrained.weights_sha256}); {variable} now gives sha256 {network.record.weights_sha256}, "
+                "so fine-tuning starts from features the backbone has not seen"
+            )
+            self.print_to_log_file(f"DropGen: NOTE: {note}")
+            warnings.warn(note, stacklevel=2)
 
     def _log_dropgen_settings(self, network: DropGenNetwork) -> None:
         n_img, n_feat = network.num_image_channels, network.num_image_channels * network.feature_channels

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
 from nnunetv2_dropgen.trainers.names import GRAMMAR, TrainerNameError, build_trainer_class, parse_dropgen_name
+from nnunetv2_dropgen.trainers.pretrained_weights import route_nnunet_loader
+
+route_nnunet_loader()  # nnU-Net's -pretrained_weights loader would trip over the feature record
 
 __all__ = ["GRAMMAR", "DropGenTrainer", "TrainerNameError", "build_trainer_class", "parse_dropgen_name"]
 
