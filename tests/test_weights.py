@@ -586,34 +586,44 @@ def test_unreachable_sources_fail_within_seconds(
 # --- install ------------------------------------------------------------------------------------
 
 
-def test_install(cache: Path, source: PublishedWeights, good: Path, other: Path, truncated: Path, tmp_path: Path):
+def test_install(
+    cache: Path,
+    source: PublishedWeights,
+    good: Path,
+    other: Path,
+    truncated: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The cache holds published files only: another file is refused with the way to use it (the variable)."""
     with pytest.raises(WeightsChecksumMismatch, match="Refusing to install") as error:
         install_weights(source, other)
-    assert str(other) in str(error.value) and "--force" in str(error.value)
+    assert f"DROPGEN_WEIGHTS_TESTMIX={other}" in str(error.value) and "--force" not in str(error.value)
     assert files_in(cache) == []
-
-    with pytest.warns(UserWarning, match="(?i)unverified"):
-        forced = install_weights(source, other, force=True)
-    assert (forced.path, forced.verified) == (cache / "testmix.pth", False)
-    assert forced.path.read_bytes() == other.read_bytes()
 
     text = tmp_path / "notes.txt"
     text.write_text("not weights")
-    with pytest.raises(WeightsUnreadable, match="notes.txt"):
-        install_weights(source, text, force=True)  # must at least load
-    assert forced.path.read_bytes() == other.read_bytes()
+    with pytest.raises((WeightsChecksumMismatch, WeightsUnreadable)):
+        install_weights(source, text)
 
-    installed = install_weights(source, good)  # a verified file replaces an unverified one
+    installed = install_weights(source, good)
     assert (installed.path, installed.verified, installed.revision) == (cache / "testmix.pth", True, "main")
     assert installed.origin == f"cache (installed from {good})"
     assert installed.path.read_bytes() == good.read_bytes()
     assert resolve_weights("testmix", source, download=False).verified
 
-    for bad, force in [(other, False), (other, True), (truncated, False), (truncated, True)]:
+    for bad in (other, truncated):
         with pytest.raises((WeightsChecksumMismatch, WeightsUnreadable)):
-            install_weights(source, bad, force=force)
+            install_weights(source, bad)
         assert installed.path.read_bytes() == good.read_bytes()
     assert files_in(cache) == ["testmix.pth", "testmix.pth.source.json"]
+
+    # what the refusal says to do is what training then does: the named file, UNVERIFIED, with its sha256
+    monkeypatch.setenv("DROPGEN_WEIGHTS_TESTMIX", str(other))
+    with pytest.warns(UserWarning, match="UNVERIFIED"):
+        named = resolve_weights("testmix", source, download=False)
+    assert (named.path, named.verified, named.sha256) == (other, False, hashlib.sha256(other.read_bytes()).hexdigest())
+    assert "UNVERIFIED" in named.describe() and named.sha256 in named.describe()
     with pytest.raises(WeightsMissing, match="does not exist"):
         install_weights(source, tmp_path / "absent.pth")
 

@@ -29,7 +29,7 @@ from nnunetv2_dropgen.weights.cache import (
     write_note,
 )
 from nnunetv2_dropgen.weights.checksums import sha256_file
-from nnunetv2_dropgen.weights.errors import WeightsChecksumMismatch, WeightsDownloadFailed, WeightsMissing
+from nnunetv2_dropgen.weights.errors import WeightsDownloadFailed, WeightsMissing
 from nnunetv2_dropgen.weights.files import temporary_beside
 from nnunetv2_dropgen.weights.resolved import ResolvedWeights
 from nnunetv2_dropgen.weights.sources import EmbeddedWeights, PublishedWeights, WeightsSource
@@ -199,13 +199,12 @@ def fetch_weights(source: PublishedWeights, force: bool = False, revision: str |
     return download_weights(source, revision)
 
 
-def install_weights(
-    source: PublishedWeights, path: str | os.PathLike, force: bool = False, revision: str | None = None
-) -> ResolvedWeights:
-    """Copy a local file into the cache (for offline machines): copy to a temporary name, verify, rename.
+def install_weights(source: PublishedWeights, path: str | os.PathLike, revision: str | None = None) -> ResolvedWeights:
+    """Copy a copy of the published file into the cache (for offline machines): copy, verify, then rename.
 
-    A file that is not the published one is refused unless `force`, and never replaces a cached
-    file that is the published one.
+    The cache holds published files only, so a file that is not the published one is refused, with the
+    sentence that says how to use it instead (DROPGEN_WEIGHTS_<NAME>): what is installed is what training
+    then uses, never a file the next load would refuse.
     """
     revision = requested_revision(source, revision)
     given = Path(path).expanduser()
@@ -215,16 +214,9 @@ def install_weights(
             f"Cannot install {source.filename}: {given} does not exist or is not a file. Give the path of a copy "
             f"of {source.filename}."
         )
-    place = Place.FORCED_INSTALL if force else Place.INSTALL
     with temporary_beside(target) as temporary:
         shutil.copyfile(given, temporary)
-        verdict = judge(source.name, source, temporary, place, origin=str(given), revision=revision)
-        if verdict.usable and not verdict.verified and target.is_file():
-            if judge(source.name, source, target, Place.CACHE, revision=revision).verified:
-                raise WeightsChecksumMismatch(
-                    f"Refusing to replace the verified published {source.filename} at {target} with the "
-                    f"unverified {given}. To use your file instead, set {env_var_for(source.name)}={given}."
-                )
+        verdict = judge(source.name, source, temporary, Place.INSTALL, origin=str(given), revision=revision)
         verdict.enforce()
         os.replace(temporary, target)
     origin = f"cache (installed from {given})"

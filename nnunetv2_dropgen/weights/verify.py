@@ -37,11 +37,10 @@ class Place(enum.Enum):
     PACKAGE = "shipped in the package"  # a mismatch means a damaged installation
     CACHE = "in the cache"  # a mismatch means a broken copy
     DOWNLOAD = "just downloaded"  # a mismatch means a broken or different download
-    INSTALL = "to be installed"  # refused unless forced
-    FORCED_INSTALL = "installed with --force"  # a mismatch is warned about
+    INSTALL = "to be installed"  # the cache holds published files only: a mismatch is refused
 
 
-_WARN_ON_MISMATCH = {Place.USER, Place.FORCED_INSTALL}
+_WARN_ON_MISMATCH = {Place.USER}
 _REINSTALL = "Reinstall nnunetv2_dropgen (pip install --force-reinstall nnunetv2_dropgen)."
 
 
@@ -150,7 +149,7 @@ class _Case:
                 f"The {self.name} weights {self.path.name} are missing from the installed package ({self.path}): "
                 f"the installation is incomplete. {_REINSTALL}"
             )
-        if self.place in (Place.INSTALL, Place.FORCED_INSTALL):
+        if self.place is Place.INSTALL:
             return WeightsMissing(
                 f"Cannot install {self.path}: it does not exist or is not a file. Give a weight file."
             )
@@ -176,8 +175,9 @@ class _Case:
         else:
             message = (
                 f"Refusing to install {self.origin} as {self.filename}: {fact}, so it is not {ref.what} (or it is "
-                f"truncated). Install {ref.what}, or add --force to install this one marked UNVERIFIED, or use it "
-                f"without installing: {env_var_for(name)}={self.origin}."
+                f"truncated), and the cache holds published files only. To use this file (your own fine-tuned "
+                f"{name}, say), name it instead: {env_var_for(name)}={self.origin}; training then uses it, marked "
+                "UNVERIFIED, with its sha256 in the log and in every checkpoint."
             )
         return WeightsChecksumMismatch(message)
 
@@ -190,7 +190,7 @@ class _Case:
     def unreadable(self, problem: NotAStateDict) -> WeightsUnreadable:
         if self.place is Place.DOWNLOAD:
             message = f"The {self.path.name} downloaded from {self.origin} cannot be used: {problem}. {self._deleted()}"
-        elif self.place in (Place.INSTALL, Place.FORCED_INSTALL):
+        elif self.place is Place.INSTALL:
             message = f"Refusing to install {self.origin}: {problem}. Give the path of a good weight file."
         elif self.place is Place.PACKAGE:
             message = (
@@ -269,7 +269,7 @@ def judge(
             f"UNVERIFIED: {ref.kind} {actual} does not match {ref.what} ({ref.expected}); results may not be "
             f"those of the {ref.model} model"
         )
-        warning = f"{name} weights at {origin if place is Place.FORCED_INSTALL else path} are {detail}."
+        warning = f"{name} weights at {path} are {detail}."
     else:
         detail = _unchecked_detail(name, source, revision)
     try:
