@@ -112,7 +112,9 @@ def _train_steps(module: nn.Module, forward, all_reduce_grads: bool, seed: int, 
     torch.manual_seed(seed)
     for _ in range(steps):
         optimizer.zero_grad()
-        forward(torch.randn(1, 1, 32, 32, 32)).mean().backward()
+        output = forward(torch.randn(1, 1, 32, 32, 32))
+        outputs = output if isinstance(output, list | tuple) else [output]  # deep supervision: one per level
+        sum(o.mean() for o in outputs).backward()
         if all_reduce_grads:  # what DDP does, for the SyncBatchNorm model DDP refuses on CPU
             for p in module.parameters():
                 if p.requires_grad:
@@ -132,7 +134,25 @@ def _snapshot(net: nn.Module) -> dict:
     }
 
 
-def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+def _network(trainer_name: str | None) -> nn.Module:
+    """A tiny anatomix DropGen network, or what `trainer_name` builds from ResEnc plans (deep supervision on, as
+    nnU-Net trains: every parameter gets a gradient, which DDP requires)."""
+    from nnunetv2_dropgen.network import build_dropgen_network
+
+    if trainer_name is None:
+        return build_dropgen_network("anatomix", tiny_backbone(1 + ANATOMIX_FEATURES), p=0.5)
+    from _plans import make_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    import nnunetv2_dropgen.trainers as trainers
+
+    plans = PlansManager(make_plans(1, residual=True))
+    return getattr(trainers, trainer_name).build_network_architecture(
+        plans, plans.get_configuration("3d_fullres"), 1, 3, True
+    )
+
+
+def ddp_worker(rank: int, world_size: int, port: int, out_dir: str, trainer_name: str | None = None) -> None:
     """One rank of the DDP test; saves before/after snapshots of two runs to out_dir/rank<r>.pt.
 
     "syncbn": SyncBatchNorm.convert_sync_batchnorm(net), train mode, 2 SGD steps in the process group
@@ -143,8 +163,6 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from nnunetv2_dropgen.network import build_dropgen_network
-
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
@@ -153,7 +171,7 @@ def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         for run in ("syncbn", "ddp"):
             torch.manual_seed(0)  # same network on every rank
-            net = build_dropgen_network("anatomix", tiny_backbone(1 + ANATOMIX_FEATURES), p=0.5)
+            net = _network(trainer_name)
             randomize_batchnorm_stats(net.extractor)
             before = _snapshot(net)
             if run == "syncbn":

@@ -114,5 +114,7 @@ def documented_trainer_names() -> list[str]:
     import re
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    names = re.findall(r"`((?:DropGenTrainer|nnUNetTrainer|nnUNetTrainerDA5)(?:_[A-Za-z0-9]+)*)`", readme)
-    return sorted(set(names) - {"nnUNetTrainer", "nnUNetTrainerDA5"})
+    names = re.findall(r"`((?:DropGenTrainer|nnUNetTrainer[A-Za-z0-9]*)(?:_[A-Za-z0-9]+)*)`", readme)
+    baseline = re.compile(r"^nnUNetTrainer(DA5)?_(quick|demo|demoTiny|demoGPU|\d+epochs?)$")
+    # nnU-Net's own trainers named in the README (nnUNetTrainerDA5, nnUNetTrainer_250epochs, ...) are not ours
+    return sorted({n for n in names if "DropGen" in n or baseline.match(n)})

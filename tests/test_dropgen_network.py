@@ -403,13 +403,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ddp_with_sync_batchnorm_keeps_extractor_frozen(tmp_path):
+@pytest.mark.parametrize("trainer_name", [None, "nnUNetTrainerDA5_DropGen_minimix"])
+def test_ddp_with_sync_batchnorm_keeps_extractor_frozen(tmp_path, trainer_name):
+    """A DropGen network alone, and the one DropGen on nnU-Net's DA5 builds from ResEnc plans (-num_gpus 2)."""
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
     assert dist.is_available() and dist.is_gloo_available(), "nnU-Net's -num_gpus path needs torch.distributed"
     world_size = 2
-    mp.spawn(ddp_worker, args=(world_size, _free_port(), str(tmp_path)), nprocs=world_size, join=True)
+    mp.spawn(ddp_worker, args=(world_size, _free_port(), str(tmp_path), trainer_name), nprocs=world_size, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
     for rank, run in itertools.product(range(world_size), ("syncbn", "ddp")):
         res = results[rank][run]

@@ -44,8 +44,10 @@ class Workspace:
         for folder in (self.raw, self.preprocessed, self.results):
             folder.mkdir(parents=True, exist_ok=True)
 
-    def env(self, weights: str | None = None, results: Path | None = None) -> dict[str, str]:
-        """`weights`: DROPGEN_WEIGHTS_MINIMIX (None: the embedded file)."""
+    def env(
+        self, weights: str | None = None, results: Path | None = None, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
+        """`weights`: DROPGEN_WEIGHTS_MINIMIX (None: the embedded file); `extra`: more variables."""
         environment = dict(os.environ)  # offline, no DROPGEN_WEIGHTS_* (conftest)
         environment.update(
             nnUNet_raw=str(self.raw),
@@ -56,11 +58,18 @@ class Workspace:
         )
         if weights is not None:
             environment["DROPGEN_WEIGHTS_MINIMIX"] = weights
-        return environment
+        return {**environment, **(extra or {})}
 
-    def run(self, *args: str, weights: str | None = UNUSABLE, results: Path | None = None) -> str:
+    def run(
+        self,
+        *args: str,
+        weights: str | None = UNUSABLE,
+        results: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> str:
         command = [str(Path(sys.executable).parent / args[0]), *args[1:]]
-        done = subprocess.run(command, env=self.env(weights, results), capture_output=True, text=True, timeout=900)
+        environment = self.env(weights, results, extra_env)
+        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
         output = done.stdout + done.stderr
         assert done.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
         return output
@@ -113,6 +122,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         "3d_fullres",
         "-np",
         "1",
+        "-npfp",
+        "1",  # nnU-Net's default is 8 fingerprint processes
         "--verify_dataset_integrity",
     )
     return ws
@@ -341,3 +352,62 @@ def test_python_predictor_and_nnunet_ensemble_use_dropgen_checkpoints(workspace:
     ensembled = workspace.root / "pred_nnunet_ensemble"
     workspace.run("nnUNetv2_ensemble", "-i", str(out), str(other), "-o", str(ensembled), "-np", "1")
     check_predictions(images, ensembled)
+
+
+USER_TRAINER = '''
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnunetv2_dropgen.trainers import DropGen
+
+
+class MyTrainer(nnUNetTrainer):
+    """A user's own trainer: here, a short schedule."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=None):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 4, 2
+
+
+class MyDropGen(DropGen, MyTrainer):
+    extractor_name = "minimix"
+'''
+
+
+@pytest.mark.parametrize(
+    "trainer, plans",
+    [("nnUNetTrainerDA5_DropGen_minimix_quick", "nnUNetResEncUNetMPlans"), ("MyDropGen", "nnUNetPlans")],
+)
+def test_dropgen_on_other_trainers_trains_continues_and_predicts(
+    workspace: Workspace, trainer: str, plans: str
+) -> None:
+    """nnU-Net's DA5 by name on ResEnc M plans, and a user's trainer from an nnUNet_extTrainer folder."""
+    folder = workspace.root / "my_trainers"
+    folder.mkdir(exist_ok=True)
+    (folder / "my_dropgen.py").write_text(USER_TRAINER)
+    planned = next(workspace.preprocessed.glob(f"Dataset{ONE_CH}_*"))
+    if plans != "nnUNetPlans" and not (planned / f"{plans}.json").exists():
+        workspace.run("nnUNetv2_plan_experiment", "-d", str(ONE_CH), "-pl", "nnUNetPlannerResEncM")
+        workspace.run("nnUNetv2_preprocess", "-d", str(ONE_CH), "-plans_name", plans, "-c", "3d_fullres", "-np", "1")
+    extra = {"nnUNet_extTrainer": f"{trainer_dir()}{os.pathsep}{folder}"}
+    train = ["nnUNetv2_train", str(ONE_CH), "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", "cpu"]
+    workspace.run(*train, weights=None, extra_env=extra)
+    model = next(workspace.results.glob(f"Dataset{ONE_CH}_*")) / f"{trainer}__{plans}__3d_fullres"
+    fold = model / "fold_0"
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    embedded = torch.load(packaged_path(EMBEDDED), map_location="cpu", weights_only=True)
+    for key, value in embedded.items():  # frozen: the extractor is the embedded one, bit for bit
+        assert torch.equal(final["network_weights"][f"extractor.{key}"], value), key
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert f"DropGen: trainer {trainer}, extractor minimix" in log
+    torch.save(dict(final, current_epoch=1), fold / "checkpoint_latest.pth")
+    (fold / "checkpoint_final.pth").unlink()
+    workspace.run(*train, "--c", weights=UNUSABLE, extra_env=extra)
+    resumed = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert resumed["current_epoch"] == 2
+    assert all(torch.equal(resumed["network_weights"][f"extractor.{k}"], v) for k, v in embedded.items())
+    out = workspace.root / f"pred_{trainer}"
+    images = next(workspace.raw.glob(f"Dataset{ONE_CH}_*")) / "imagesTs"
+    predict = ["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(ONE_CH), "-c", "3d_fullres"]
+    predict += ["-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"]
+    workspace.run(*predict, extra_env=extra)
+    check_predictions(images, out)

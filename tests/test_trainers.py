@@ -7,6 +7,7 @@ import pickle
 import pytest
 import torch
 from _plans import documented_trainer_names, make_dataset_json, make_plans
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
@@ -204,3 +205,101 @@ def test_trainer_classes_pickle_by_reference(name: str) -> None:
     cls = getattr(trainers, name)
     assert pickle.loads(pickle.dumps(cls)) is cls
     assert cls.__module__.startswith("nnunetv2_dropgen.trainers")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DropGen on other bases: nnU-Net's variants by name, a user's trainer as a mixin
+
+
+def test_dropgen_on_nnunet_variants_by_name_keeps_the_base_and_its_dropgen_parts() -> None:
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5 import nnUNetTrainerDA5
+    from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+        nnUNetTrainerNoMirroring,
+    )
+
+    da5 = trainers.nnUNetTrainerDA5_DropGen_minimix_p050_quick
+    assert issubclass(da5, nnUNetTrainerDA5) and issubclass(da5, trainers.DropGen)
+    assert (da5.extractor_name, da5.dropout_p, da5.schedule.epochs) == ("minimix", 0.5, 2)
+    assert da5.get_training_transforms is nnUNetTrainerDA5.get_training_transforms, "DA5's augmentation is kept"
+    assert issubclass(trainers.nnUNetTrainerNoMirroring_DropGen, nnUNetTrainerNoMirroring)
+    loss_variant = trainers.nnUNetTrainerDiceCELoss_noSmooth_DropGen_featuresOnly
+    assert loss_variant.__mro__[3].__name__ == "nnUNetTrainerDiceCELoss_noSmooth" and not loss_variant.use_image
+    network = build(da5)
+    assert isinstance(network, DropGenNetwork) and stem_in_channels(network) == 1 + network.feature_channels
+    assert pickle.loads(pickle.dumps(da5)) is da5
+    with pytest.raises(TrainerNameError, match="'NoSuchTrainer' is not one of nnU-Net's trainers"):
+        trainers.build_trainer_class("NoSuchTrainer_DropGen")
+    with pytest.raises(TrainerNameError, match="'nnUNetTrainerDA5_DropGen_p07' is not a DropGen trainer name"):
+        trainers.build_trainer_class("nnUNetTrainerDA5_DropGen_p07")
+
+
+class _FixedInput(nnUNetTrainer):
+    """A base whose network ignores the input channels it is asked for."""
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, *args, **kwargs):
+        return torch.nn.Sequential(torch.nn.Conv3d(1, 3, 1))
+
+
+class _UserTrainer(nnUNetTrainer):
+    """A user's trainer with its own network (a BatchNorm variant of the plans' one) and its own optimizer."""
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_outputs, ds=True):
+        stem = torch.nn.Conv3d(num_input_channels, 4, 3, padding=1)
+        return torch.nn.Sequential(stem, torch.nn.BatchNorm3d(4), torch.nn.ReLU(), torch.nn.Conv3d(4, num_outputs, 1))
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=1e-3)
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+class _UserDropGen(trainers.DropGen, _UserTrainer):
+    extractor_name = "minimix"
+
+
+def _initialized(trainer_cls: type, tmp_path, monkeypatch):
+    """A trainer with its network and optimizer built as nnU-Net's initialize() builds them (no dataset needed)."""
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    plans = make_plans() | {"continue_training": False}
+    trainer = trainer_cls(plans, "3d_fullres", 0, make_dataset_json(), torch.device("cpu"))
+    trainer.network = build(trainer_cls, deep_supervision=False)
+    trainer.optimizer, trainer.lr_scheduler = trainer.configure_optimizers()
+    return trainer
+
+
+def test_a_users_trainer_gets_dropgen_with_its_own_network_and_optimizer(tmp_path, monkeypatch) -> None:
+    trainer = _initialized(_UserDropGen, tmp_path, monkeypatch)
+    network = trainer.dropgen_network
+    assert isinstance(network, DropGenNetwork) and isinstance(network.backbone, torch.nn.Sequential)
+    assert network.backbone[0].in_channels == 1 + network.feature_channels
+    assert isinstance(trainer.optimizer, torch.optim.AdamW), "the base's optimizer is kept"
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not optimized & {id(p) for p in network.extractor.parameters()}, "the frozen extractor is not optimized"
+    assert {id(p) for p in network.backbone.parameters()} <= optimized
+    trainer.on_train_epoch_start()
+    assert network.backbone.training and not network.extractor.training
+
+
+def test_a_base_that_ignores_the_input_channels_is_refused_with_a_sentence() -> None:
+    class Fixed(trainers.DropGen, _FixedInput):
+        extractor_name = "minimix"
+
+    with pytest.raises(trainers.TrainerConflict, match="first layer takes 1 input channels although it was asked"):
+        build(Fixed)
+
+
+def test_a_base_that_unfreezes_or_trains_the_extractor_is_refused(tmp_path, monkeypatch) -> None:
+    class Unfreezing(_UserDropGen):
+        def configure_optimizers(self):
+            self.network.extractor.requires_grad_(True)
+            return super().configure_optimizers()
+
+    with pytest.raises(trainers.TrainerConflict, match="made the frozen extractor trainable"):
+        _initialized(Unfreezing, tmp_path / "a", monkeypatch)
+
+    trainer = _initialized(_UserDropGen, tmp_path / "b", monkeypatch)
+    network = trainer.dropgen_network  # as if a base's network.train() reached the extractor
+    network.train = lambda mode=True: torch.nn.Module.train(network, mode)
+    with pytest.raises(trainers.TrainerConflict, match="put DropGen's extractor in training mode"):
+        trainer.on_train_epoch_start()

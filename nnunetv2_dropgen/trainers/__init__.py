@@ -1,18 +1,35 @@
 """nnU-Net trainers that train and predict with a DropGenNetwork (`-tr DropGenTrainer`, and composed names).
 
-Besides `DropGenTrainer` itself, this module answers every name of the form described in `names`
-(e.g. `DropGenTrainer_minimix_p050_quick`, `nnUNetTrainer_demo`) with a class built on first use.
+Besides `DropGenTrainer` itself and the `DropGen` mixin (`class MyDropGen(DropGen, MyTrainer)`), this module
+answers every name of the forms described in `names` (e.g. `DropGenTrainer_minimix_p050_quick`,
+`nnUNetTrainerDA5_DropGen_minimix`, `nnUNetTrainer_demo`) with a class built on first use.
 """
 
 from __future__ import annotations
 
+from nnunetv2_dropgen.trainers.dropgen import DropGen, TrainerConflict
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
-from nnunetv2_dropgen.trainers.names import GRAMMAR, TrainerNameError, build_trainer_class, parse_dropgen_name
+from nnunetv2_dropgen.trainers.names import (
+    GRAMMAR,
+    ON_A_BASE,
+    TrainerNameError,
+    build_trainer_class,
+    parse_dropgen_name,
+)
 from nnunetv2_dropgen.trainers.pretrained_weights import route_nnunet_loader
 
 route_nnunet_loader()  # nnU-Net's -pretrained_weights loader would trip over the feature record
 
-__all__ = ["GRAMMAR", "DropGenTrainer", "TrainerNameError", "build_trainer_class", "parse_dropgen_name"]
+__all__ = [
+    "GRAMMAR",
+    "ON_A_BASE",
+    "DropGen",
+    "DropGenTrainer",
+    "TrainerConflict",
+    "TrainerNameError",
+    "build_trainer_class",
+    "parse_dropgen_name",
+]
 
 
 def __getattr__(name: str) -> type:
