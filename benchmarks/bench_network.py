@@ -12,8 +12,10 @@ a DropGenNetwork. Each configuration runs in a fresh process so that peak memory
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,7 @@ class BenchConfig:
     warmup: int
     amp: bool
     threads: int | None
+    feature_bf16: bool = False
 
     @property
     def torch_device(self) -> torch.device:
@@ -131,7 +134,8 @@ def measure_features(config: BenchConfig) -> dict:
     images = torch.randn(config.batch, 1, *config.patch, device=device)
     unit = torch.rand(config.batch, 1, *config.patch, device=device)
     results = {}
-    with torch.no_grad(), config.autocast():
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.feature_bf16 else config.autocast()
+    with torch.no_grad(), autocast:
         for name, call in (
             ("extractor", lambda: network.extractor(unit)),
             ("feature_path", lambda: network.compute_features(images)),
@@ -191,6 +195,8 @@ def parse_args() -> argparse.Namespace:
         help="autocast fp16 on cuda / bf16 on cpu (default: on for cuda, off for cpu, as nnU-Net does)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--feature-bf16", action="store_true", help="time the feature extraction under bf16 autocast")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args()
 
 
@@ -208,6 +214,7 @@ def main() -> None:
         warmup=args.warmup if args.warmup is not None else (5 if on_gpu else 1),
         amp=on_gpu if args.amp is None else args.amp,
         threads=args.threads,
+        feature_bf16=args.feature_bf16,
     )
 
     if args.threads:
@@ -258,6 +265,23 @@ def main() -> None:
     print(f"  peak memory = {nnunet['memory_what']}")
     if with_cpu:
         print("  CPU = process CPU time (all threads); steadier than wall time when other jobs share the machine")
+    if args.json:
+        figures = {
+            "machine": machine_description(device),
+            "patch": list(patch),
+            "batch": config.batch,
+            "autocast": str(config.amp_dtype) if config.amp else None,
+            "feature_autocast": "torch.bfloat16"
+            if config.feature_bf16
+            else (str(config.amp_dtype) if config.amp else None),
+            "extractor_forward_ms": features["extractor"].wall * 1e3,
+            "feature_path_ms": features["feature_path"].wall * 1e3,
+            "train_step_s": {"nnunet": base.wall, "dropgen": ours.wall},
+            "train_step_ratio": ours.wall / base.wall,
+            "peak_mib": {"nnunet": nnunet["peak_mib"], "dropgen": dropgen["peak_mib"]},
+            "peak_memory_ratio": (dropgen["peak_mib"] / nnunet["peak_mib"]) if nnunet["peak_mib"] else None,
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

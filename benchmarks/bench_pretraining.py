@@ -14,7 +14,9 @@ step in the same run and checks the extractor's features of both paths against e
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 
 import torch
 from _common import Timing, default_device, machine_description, timed
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument(
         "--compare-fp32", action="store_true", help="also time float32 contiguous steps and compare the features"
     )
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,6 +87,17 @@ def main() -> None:
     if args.compare_fp32:
         runs.append((None, torch.contiguous_format))
     results = [measure(args, spec, pool, patch, device, dtype, layout) for dtype, layout in runs]
+    if args.json:
+        document = {
+            "machine": machine_description(device),
+            "architecture": spec.name,
+            "patch": list(patch),
+            "batch": args.batch,
+            "runs": [
+                {"precision": r["name"], "step_s": r["full"].wall, "steps_per_s": 1 / r["full"].wall} for r in results
+            ],
+        }
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
     if args.compare_fp32:
         fast, reference = results
         print(

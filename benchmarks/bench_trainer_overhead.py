@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -122,6 +123,7 @@ def measure_training(spec: RunSpec) -> dict:
             trainer.on_train_end()  # also shuts the augmentation workers down, so the process can exit
     network = trainer.network._orig_mod if isinstance(trainer.network, OptimizedModule) else trainer.network
     return {
+        **compilation_counts(),
         "batch_size": trainer.batch_size,
         "patch_size": tuple(int(s) for s in trainer.configuration_manager.patch_size),
         "data_shape": data_shape,
@@ -132,6 +134,20 @@ def measure_training(spec: RunSpec) -> dict:
         "train_iteration": included,
         "train_peak_mib": memory.peak_mib,
         "memory_what": memory.what,
+    }
+
+
+def compilation_counts() -> dict[str, int]:
+    """torch.compile's graphs and recompilations in this process so far (0 when nothing was compiled)."""
+    import sys
+
+    if "torch._dynamo" not in sys.modules:
+        return {"compiled_graphs": 0, "recompilations": 0}
+    from torch._dynamo.utils import counters
+
+    return {
+        "compiled_graphs": int(counters["stats"].get("unique_graphs", 0)),
+        "recompilations": int(sum(counters["recompiles"].values())),
     }
 
 
@@ -182,7 +198,10 @@ def measure_inference(spec: RunSpec) -> dict:
     patch = list(trainer.configuration_manager.patch_size)
     padded = [max(s, p) for s, p in zip(image.shape[1:], patch, strict=True)]
     steps = compute_steps_for_sliding_window(padded, patch, 0.5)
+    counts = compilation_counts()
     return {
+        "inference_compiled_graphs": counts["compiled_graphs"],
+        "inference_recompilations": counts["recompilations"],
         "inference": timing,
         "inference_peak_mib": memory.peak_mib,
         "case": case,
@@ -245,6 +264,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--anatomix-weights", type=Path, default=None, help="sets DROPGEN_WEIGHTS_ANATOMIX")
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args()
 
 
@@ -293,6 +313,23 @@ def print_report(results: dict[str, dict], on_gpu: bool, log_note: str) -> None:
     if not on_gpu:
         print("note: the targets are for GPU 3d_fullres with ~128^3 patches; on CPU the flags are only indicative")
     print(f"nnU-Net console output: {log_note}")
+
+
+def figures(results: dict[str, dict], device: torch.device) -> dict:
+    """The measured figures as plain JSON values: seconds, MiB, ratios, compilation counts."""
+    document: dict = {"machine": machine_description(device), "nnUNet_compile": os.environ["nnUNet_compile"]}
+    for name, result in results.items():
+        document[name] = {
+            key: (value.wall if isinstance(value, Timing) else value)
+            for key, value in result.items()
+            if isinstance(value, Timing | int | float | str | bool | tuple) or value is None
+        }
+    base, dropgen = results["nnUNetTrainer"], results["DropGenTrainer"]
+    for _, key in (*TIMED_ROWS, *MEMORY_ROWS):
+        b, d = base[key], dropgen[key]
+        b, d = (b.wall, d.wall) if isinstance(b, Timing) else (b, d)
+        document[f"{key}_ratio"] = d / b if b else None
+    return document
 
 
 def main() -> None:
@@ -366,6 +403,8 @@ def main() -> None:
         print(f"DropGen network {dropgen['network']}, extractor weights: {dropgen['extractor_weights']}")
         kept = "" if args.workdir else " (deleted at exit; pass --workdir to keep it)"
         print_report(results, on_gpu, f"{log_dir}{kept}")
+        if args.json:
+            args.json.write_text(json.dumps(figures(results, device), indent=2) + "\n")
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
