@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from _plans import make_plans
+from _tiny_dataset import write_tiny_dataset
 from nnunetv2.evaluation.evaluate_predictions import compute_metrics_on_folder
 from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
@@ -463,3 +464,61 @@ def test_worker_processes_predict_what_sequential_prediction_does(trained: dict,
         read = [sitk.GetArrayFromImage(sitk.ReadImage(str(f / f"{case}.nii.gz"))) for f in (ours, sequential)]
         assert np.array_equal(*read)
     assert sorted(p.name for p in ours.parent.iterdir()) == ["inverted"]  # the partial folder is gone
+
+
+# --- cascades -----------------------------------------------------------------------------------------------
+
+
+def test_a_cascade_without_its_previous_stage_is_refused_before_anything_runs(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cascade = fake["model"].with_name("nnUNetTrainer__nnUNetPlans__3d_cascade_fullres")
+    shutil.copytree(fake["model"], cascade)
+    cascade_plans = make_plans()
+    assert cascade_plans["configurations"]["3d_cascade_fullres"]["previous_stage"] == "3d_lowres"
+    out = str(fake["out"])
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "-c", "3d_cascade_fullres", "--out", out) == 1
+    error = error_of(capsys)
+    assert "is a cascade" in error and "3d_lowres" in error and "--prev-stage-predictions" in error
+    assert not fake["out"].exists(), "nothing may be written before the check"
+    given = fake["tmp"] / "lowres_predictions"
+    given.mkdir()
+    args = ("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "-c", "3d_cascade_fullres", "--out", out)
+    assert evaluate_cli(*args, "--prev-stage-predictions", "inverted", str(given)) == 1
+    assert "lack case(s) test_000" in error_of(capsys)
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--prev-stage-predictions", "source", out) == 1
+    assert "none of the evaluated models is one" in error_of(capsys)
+    assert not fake["out"].exists()
+
+
+CASCADE_ID = 962
+
+
+@pytest.mark.slow
+def test_evaluate_scores_a_dropgen_cascade_predicting_its_previous_stage_itself(tmp_path: Path) -> None:
+    """nnU-Net plans a cascade for these images with a small GPU-memory target; evaluate makes the 3d_lowres
+    predictions the cascade needs (with the same trainer), then scores the cascade."""
+    from nnunetv2_dropgen.ext_trainers import trainer_dir
+
+    raw = write_tiny_dataset(Path(os.environ["nnUNet_raw"]), CASCADE_ID, num_cases=2, shape=(64, 80, 80))
+    shutil.copytree(raw / "imagesTs", raw / "imagesTs_site")
+    labels = raw / "labelsTs_site"
+    labels.mkdir()
+    shutil.copy(next((raw / "labelsTr").iterdir()), labels / "case002.nii.gz")  # a label of the right shape
+    nnunet("nnUNetv2_plan_and_preprocess", "-d", str(CASCADE_ID), "-gpu_memory_target", "0.05", "-np", "1",
+           "-npfp", "1", "-c", "3d_lowres", "3d_fullres")  # fmt: skip
+    env = {"nnUNet_extTrainer": str(trainer_dir())}
+    # quick: the final validation writes the lowres predictions the cascade trains on; no mirroring keeps it short
+    trainer = "nnUNetTrainerNoMirroring_DropGen_minimix_quick"
+    for configuration in ("3d_lowres", "3d_cascade_fullres"):
+        nnunet("nnUNetv2_train", str(CASCADE_ID), configuration, "all", "-tr", trainer, "-device", "cpu", **env)
+    out = tmp_path / "cascade_evaluation"
+    code = evaluate_cli("-d", str(CASCADE_ID), "-tr", trainer, "-c", "3d_cascade_fullres", "--out", str(out),
+                        "--disable_tta")  # fmt: skip
+    assert code == 0
+    data = json.loads((out / "dice.json").read_text())
+    assert data["test_sets"] == ["site"] and 0 <= data["dice"]["site"][trainer]["foreground_mean"]["mean"] <= 1
+    lowres = out / "predictions" / f"{trainer}__nnUNetPlans__3d_lowres__fold_all__checkpoint_final" / "site"
+    assert (lowres / "case002.nii.gz").is_file(), "the previous stage was predicted first"
+    cascade = out / "predictions" / f"{trainer}__nnUNetPlans__3d_cascade_fullres__fold_all__checkpoint_final" / "site"
+    assert json.loads((cascade / SOURCE_FILE).read_text())["previous_stage"] == str(lowres)

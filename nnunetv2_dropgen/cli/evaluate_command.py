@@ -50,6 +50,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(imagesTs_siteB + labelsTs_siteB is 'siteB', plain imagesTs + labelsTs is 'Ts')",
     )
     parser.add_argument(
+        "--prev-stage-predictions",
+        dest="previous_stage",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "DIR"),
+        help="for a cascade (-c 3d_cascade_fullres): the previous stage's predictions of test set NAME (repeat per "
+        "test set); default: evaluate predicts them with the same trainer's previous configuration (3d_lowres)",
+    )
+    parser.add_argument(
         "--in-domain",
         nargs="+",
         default=[],
@@ -120,6 +129,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             prediction=settings,
             in_domain=tuple(args.in_domain),
+            previous_stage_predictions={name: Path(folder).resolve() for name, folder in args.previous_stage or []},
         )
         result = run_evaluation(request)
     except EvaluationError as exc:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
@@ -36,6 +37,7 @@ from nnunetv2_dropgen.evaluation.models import (
     TrainedModel,
     check_trainer_found,
     locate_models,
+    locate_previous_stage,
     trainer_search_path,
 )
 from nnunetv2_dropgen.evaluation.predict import (
@@ -74,6 +76,8 @@ class EvaluationRequest:
     figure_name: str = f"{TABLE_STEM}.png"
     title: str | None = None
     slice_panels: SlicePanels | None = None
+    previous_stage_predictions: Mapping[str, Path] = field(default_factory=dict)
+    """For cascades: test set name -> folder of the previous stage's predictions (else evaluate makes them)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,8 @@ class _Plan:
     label_manager: LabelManager
     reader: BaseReaderWriter
     notes: list[str]
+    previous_stages: dict[str, TrainedModel | None]
+    """Cascade model identifier -> the model predicting its input (None: every test set's input was given)."""
 
 
 def _environment_folder(name: str) -> Path:
@@ -185,11 +191,54 @@ def _plan(request: EvaluationRequest, notes: list[str]) -> _Plan:
     checked = [check_test_set(test_set, dataset_json, reader, label_manager) for test_set in test_sets]
 
     out = (request.out or results / dataset / OUT_FOLDER).resolve()
-    for model in models:
+    previous_stages = _previous_stages(request, results / dataset, models, checked, file_ending, notes)
+    for model in [*models, *(m for m in previous_stages.values() if m is not None)]:
         for test_set in checked:
             check_prediction_folder(prediction_folder(out, model, test_set), test_set, file_ending)
     baseline = _baseline(models, request.baseline)
-    return _Plan(dataset, models, checked, baseline, out, dataset_json, label_manager, reader, notes)
+    return _Plan(dataset, models, checked, baseline, out, dataset_json, label_manager, reader, notes, previous_stages)
+
+
+def _previous_stages(
+    request: EvaluationRequest,
+    dataset_results: Path,
+    models: Sequence[TrainedModel],
+    test_sets: Sequence[TestSet],
+    file_ending: str,
+    notes: list[str],
+) -> dict[str, TrainedModel | None]:
+    """For every cascade model, what gives it its previous-stage input; every problem said before anything runs."""
+    given = {name: Path(folder) for name, folder in request.previous_stage_predictions.items()}
+    cascades = [m for m in models if m.previous_stage is not None]
+    if given and not cascades:
+        raise EvaluationError(
+            "--prev-stage-predictions is for cascade configurations (3d_cascade_fullres), and none of the evaluated "
+            "models is one; leave it out."
+        )
+    unknown = sorted(set(given) - {t.name for t in test_sets})
+    if unknown:
+        raise EvaluationError(
+            f"--prev-stage-predictions names {', '.join(unknown)}, which is not a test set here "
+            f"({', '.join(t.name for t in test_sets)})."
+        )
+    for test_set in test_sets:
+        if test_set.name in given:
+            missing = [c for c in test_set.cases if not (given[test_set.name] / f"{c}{file_ending}").is_file()]
+            if missing:
+                raise EvaluationError(
+                    f"The previous-stage predictions {given[test_set.name]} for {test_set.name!r} lack case(s) "
+                    f"{', '.join(missing[:5])}; predict them with the {cascades[0].previous_stage} model first."
+                )
+    stages: dict[str, TrainedModel | None] = {}
+    for model in cascades:
+        if all(t.name in given for t in test_sets):
+            stages[model.identifier] = None
+            continue
+        previous = locate_previous_stage(dataset_results, model)
+        check_trainer_found(previous)
+        stages[model.identifier] = previous
+        notes.append(f"{model.label} is a cascade: its input, {previous.folder.name}'s prediction, is made first.")
+    return stages
 
 
 def _example_row(plan: _Plan, test_set: TestSet, panels: SlicePanels | None) -> SliceRow:
@@ -219,6 +268,30 @@ def run_evaluation(request: EvaluationRequest, say: Callable[[str], None] = tqdm
         return _run(request, plan)
 
 
+class _Predictions:
+    """Makes the missing predictions of one model, loading nnU-Net's predictor once, when first needed."""
+
+    def __init__(self, model: TrainedModel, request: EvaluationRequest, plan: _Plan, log: TextIO) -> None:
+        self.model, self.request, self.plan, self.log = model, request, plan, log
+        self.predictor = None
+
+    def ensure(self, test_set: TestSet, previous_stage: Path | None = None) -> tuple[Path, int]:
+        """The folder with this model's prediction of every case of `test_set`, and how many were made now."""
+        file_ending = self.plan.dataset_json["file_ending"]
+        folder = prediction_folder(self.plan.out, self.model, test_set)
+        settings = self.request.prediction
+        cases = cases_to_predict(
+            folder, self.model, test_set, file_ending, settings, self.request.overwrite, previous_stage
+        )
+        if cases:
+            self.predictor = self.predictor or load_predictor(self.model, settings, self.log)
+            predict_cases(
+                self.predictor, self.model, test_set, cases, folder, self.plan.dataset_json, settings, self.log,
+                previous_stage,
+            )  # fmt: skip
+        return folder, len(cases)
+
+
 def _run(request: EvaluationRequest, plan: _Plan) -> EvaluationResult:
     file_ending = plan.dataset_json["file_ending"]
     names = label_names(plan.dataset_json, plan.label_manager)
@@ -227,25 +300,23 @@ def _run(request: EvaluationRequest, plan: _Plan) -> EvaluationResult:
     dice: dict[str, dict[str, dict[str, DiceStats]]] = {t.name: {} for t in plan.test_sets}
     predicted: dict[tuple[str, str], int] = {}
     pairs = [(m, t) for m in plan.models for t in plan.test_sets]
+    given = {name: Path(folder) for name, folder in request.previous_stage_predictions.items()}
     with tqdm(total=len(pairs), desc="evaluate", unit="set", disable=None) as progress:
         for model in plan.models:
-            predictor = None
             with open(logs / f"predict_{model.identifier}.log", "a") as log:
+                predictions = _Predictions(model, request, plan, log)
+                previous_model = plan.previous_stages.get(model.identifier)
+                previous = _Predictions(previous_model, request, plan, log) if previous_model else None
                 for test_set in plan.test_sets:
                     progress.set_postfix_str(f"{model.label} on {test_set.name}")
-                    folder = prediction_folder(plan.out, model, test_set)
-                    cases = cases_to_predict(
-                        folder, model, test_set, file_ending, request.prediction, request.overwrite
-                    )
-                    if cases:
-                        predictor = predictor or load_predictor(model, request.prediction, log)
-                        predict_cases(
-                            predictor, model, test_set, cases, folder, plan.dataset_json, request.prediction, log
-                        )
-                    predicted[(model.label, test_set.name)] = len(cases)
+                    previous_stage = None
+                    if model.previous_stage is not None:
+                        previous_stage = given.get(test_set.name) or previous.ensure(test_set)[0]
+                    folder, made = predictions.ensure(test_set, previous_stage)
+                    predicted[(model.label, test_set.name)] = made
                     summary = (
                         None
-                        if cases
+                        if made
                         else current_summary(test_set.labels, folder, test_set.cases, file_ending, list(names))
                     )
                     if summary is None:

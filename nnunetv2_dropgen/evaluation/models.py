@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunetv2_dropgen.evaluation.defaults import DEFAULT_CHECKPOINT, DEFAULT_CONFIGURATION, DEFAULT_PLANS
 from nnunetv2_dropgen.evaluation.errors import EvaluationError
@@ -43,6 +44,8 @@ class TrainedModel:
     folder: Path
     folds: tuple[Fold, ...]
     label: str
+    previous_stage: str | None = None
+    """For a cascade (3d_cascade_fullres): the configuration whose predictions it takes as input (3d_lowres)."""
 
     @property
     def identifier(self) -> str:
@@ -140,7 +143,23 @@ def locate_model(dataset_results: Path, spec: ModelSpec) -> TrainedModel:
                 f"in {folder} (folds with it: {have}); choose folds with -f or another checkpoint with -chk."
             )
         folds = tuple(requested)
-    return TrainedModel(spec, folder, folds, spec.label or spec.trainer)
+    previous = PlansManager(str(folder / "plans.json")).get_configuration(spec.configuration).previous_stage_name
+    return TrainedModel(spec, folder, folds, spec.label or spec.trainer, previous)
+
+
+def locate_previous_stage(dataset_results: Path, model: TrainedModel) -> TrainedModel:
+    """The model whose predictions a cascade takes: the same trainer, plans, folds and checkpoint, its previous
+    configuration (as a user of nnUNetv2_predict runs it by hand first); a sentence when it is not trained."""
+    spec = model.spec
+    previous = ModelSpec(spec.trainer, spec.plans, str(model.previous_stage), model.folds, spec.checkpoint)
+    try:
+        return locate_model(dataset_results, previous)
+    except EvaluationError as error:
+        raise EvaluationError(
+            f"{_describe_spec(spec)} is a cascade: it segments each case from the prediction of "
+            f"{model.previous_stage}, which evaluate makes with the same trainer, plans and folds, or takes from "
+            f"--prev-stage-predictions NAME DIR for every test set. {error}"
+        ) from None
 
 
 def locate_models(dataset_results: Path, specs: Sequence[ModelSpec]) -> list[TrainedModel]:
@@ -154,7 +173,7 @@ def locate_models(dataset_results: Path, specs: Sequence[ModelSpec]) -> list[Tra
         label = model.label
         if model.spec.label is None and trainers.count(model.spec.trainer) > 1:
             label = model.folder.name
-        renamed.append(TrainedModel(model.spec, model.folder, model.folds, label))
+        renamed.append(TrainedModel(model.spec, model.folder, model.folds, label, model.previous_stage))
     identifiers = [m.identifier for m in renamed]
     labels = [m.label for m in renamed]
     for values, what in (

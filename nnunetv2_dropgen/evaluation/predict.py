@@ -63,18 +63,20 @@ def _partial_folder(folder: Path) -> Path:
     return folder.parent / f"{PARTIAL_PREFIX}{folder.name}{PARTIAL_SUFFIX}"
 
 
-def prediction_source(model: TrainedModel, settings: PredictionSettings) -> dict:
-    """What made a folder's predictions: the checkpoint files (by size and modification time) and settings."""
+def prediction_source(model: TrainedModel, settings: PredictionSettings, previous_stage: Path | None = None) -> dict:
+    """What made a folder's predictions: the checkpoint files (by size and modification time), the settings and,
+    for a cascade, the folder of previous-stage predictions it took."""
     checkpoints = {}
     for path in model.checkpoints():
         stat = path.stat()
         checkpoints[str(path)] = [stat.st_size, stat.st_mtime_ns]
-    return {
+    source = {
         "model_folder": str(model.folder),
         "checkpoints": checkpoints,
         "tile_step_size": settings.tile_step_size,
         "use_mirroring": settings.use_mirroring,
     }
+    return {**source, "previous_stage": str(previous_stage)} if previous_stage is not None else source
 
 
 def check_prediction_folder(folder: Path, test_set: TestSet, file_ending: str) -> None:
@@ -100,11 +102,12 @@ def cases_to_predict(
     file_ending: str,
     settings: PredictionSettings,
     overwrite: bool,
+    previous_stage: Path | None = None,
 ) -> list[str]:
     """Cases without a finished prediction made by this model's current checkpoints (all with `overwrite`)."""
     source_file = folder / SOURCE_FILE
     recorded = json.loads(source_file.read_text()) if source_file.is_file() else None
-    if overwrite or recorded != prediction_source(model, settings):
+    if overwrite or recorded != prediction_source(model, settings, previous_stage):
         return list(test_set.cases)
     return [case for case in test_set.cases if not (folder / f"{case}{file_ending}").is_file()]
 
@@ -145,14 +148,17 @@ def predict_cases(
     dataset_json: Mapping,
     settings: PredictionSettings,
     log: TextIO,
+    previous_stage: Path | None = None,
 ) -> None:
     """Predict `cases` into `folder`; each file appears there only when complete (see the module docstring).
 
     Without worker processes cases are predicted one at a time and each is moved as soon as it is done, so an
     interruption loses at most one case; with workers nnU-Net predicts them as one batch, moved at the end.
+    previous_stage: for a cascade, the folder holding the previous stage's prediction of every case.
     """
     file_ending = dataset_json["file_ending"]
-    source = prediction_source(model, settings)
+    source = prediction_source(model, settings, previous_stage)
+    previous = str(previous_stage) if previous_stage is not None else None
     source_file = folder / SOURCE_FILE
     folder.mkdir(parents=True, exist_ok=True)
     if not source_file.is_file() or json.loads(source_file.read_text()) != source:
@@ -172,7 +178,7 @@ def predict_cases(
     with _quiet(log):
         if settings.num_processes_preprocessing == 0 and settings.num_processes_export == 0:
             for case, files, output in zip(cases, inputs, outputs, strict=True):
-                predictor.predict_from_files_sequential([files], [output], save_probabilities=False, overwrite=True)
+                predictor.predict_from_files_sequential([files], [output], False, True, previous)
                 move(case)
         else:
             predictor.predict_from_files(
@@ -182,6 +188,7 @@ def predict_cases(
                 overwrite=True,
                 num_processes_preprocessing=max(1, settings.num_processes_preprocessing),
                 num_processes_segmentation_export=max(1, settings.num_processes_export),
+                folder_with_segs_from_prev_stage=previous,
             )
             for case in cases:
                 move(case)
