@@ -5,24 +5,31 @@ Every arm trains on the `source` domain with the same plans, the same schedule (
 same seed, and is scored by `nnunetv2_dropgen evaluate`'s code on every held-out domain:
 
   ERM           nnUNetTrainer_<schedule>
-  DA5           nnUNetTrainerDA5_<schedule>           (nnU-Net's strongest built-in augmentation)
+  DA5           nnUNetTrainerDA5_<schedule>                          (nnU-Net's strongest built-in augmentation)
   DropGen       DropGenTrainer_<extractor>[_pNNN]_<schedule>
+  DropGen DA5   nnUNetTrainerDA5_DropGen_<extractor>[_pNNN]_<schedule> (the two composed)
   noDropout     DropGenTrainer_<extractor>_noDropout_<schedule>     (ablation: no channel dropout)
   featuresOnly  DropGenTrainer_<extractor>_featuresOnly_<schedule>  (ablation: features, never the image)
-  <arm> 2 cases ERM, DA5 and DropGen trained on fold 0 of a few-shot split (`nnunetv2_dropgen splits`)
+  <arm> N cases ERM, DA5 and DropGen trained on fold 0 of a few-shot split (`nnunetv2_dropgen splits`)
   anatomix      DropGenTrainer_anatomix[_pNNN]_<schedule> (--with-anatomix, when its weights are available)
 
-Settings are chosen on a separately generated `validation` domain, never on the test domains: with
+On a CPU every arm uses the narrow plans (`nnunetv2_dropgen plans --cpu`, `-p nnUNetPlansCPU`) and the
+`cpuBench` schedule, long enough for every arm's pseudo-Dice curve to flatten (the report says whether it
+did). Settings are chosen on a separately generated `validation` domain, never on the test domains: with
 --choose-p, DropGen is trained once per dropout probability on the first seed and the p with the best
 validation Dice is used for every seed. Each seed generates its own dataset (its own dataset id) and seeds
 torch/numpy/random in the training process; nnU-Net's augmentation workers draw their own randomness,
-which the spread over seeds includes. Results: mean and std over seeds, per domain, the mean over target
-domains, the source domain, and wall time per trainer, written as Markdown (and JSON) with the command and
-the machine. Trained models and predictions are kept in --workdir, so an interrupted run resumes.
+which the spread over seeds includes. --cross-modality adds the CT-to-MR experiment: ERM and DropGen
+trained on a CT with nnU-Net's CT plans and with per-image normalization plans, tested on MR-like domains.
 
-    PYTHONPATH=. python benchmarks/bench_domain_shift.py                       # CPU: the 'demo' schedule
-    PYTHONPATH=. python benchmarks/bench_domain_shift.py --device cuda         # GPU: the 'demoGPU' schedule
-    PYTHONPATH=. python benchmarks/bench_domain_shift.py --tiny                # checks every step runs (minutes)
+The report (Markdown, JSON, a figure of every arm's pseudo-Dice curve) gives Dice per domain (mean and
+spread over seeds), DropGen minus ERM with a 95 % interval over seeds and test cases, convergence per arm
+and the verdict against the targets. Trained models and predictions stay in --workdir, so an interrupted
+run resumes; --parallel N trains N models at once, one torch thread each.
+
+    PYTHONPATH=. python benchmarks/bench_domain_shift.py --parallel 2                # CPU: the cpuBench schedule
+    PYTHONPATH=. python benchmarks/bench_domain_shift.py --device cuda               # GPU: the 'demoGPU' schedule
+    PYTHONPATH=. python benchmarks/bench_domain_shift.py --tiny                      # checks every step runs
 """
 
 from __future__ import annotations
@@ -34,12 +41,21 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from _common import machine_description
+from _domain_shift_report import (
+    convergence_table,
+    dice_table,
+    difference_table,
+    per_case_dice,
+    save_curves,
+    training_curve,
+    verdict,
+)
 
 from nnunetv2_dropgen.cli import splits_command
 from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_command, nnunet_environment, run_logged
@@ -47,31 +63,35 @@ from nnunetv2_dropgen.evaluation import EvaluationRequest, ModelSpec, Prediction
 from nnunetv2_dropgen.evaluation.files import write_json_atomic, write_text_atomic
 from nnunetv2_dropgen.evaluation.report import EvaluationTable
 from nnunetv2_dropgen.feature_extractors import available_extractors, get_extractor_spec
+from nnunetv2_dropgen.plans import CPU_FIRST_STAGE_FEATURES, PlansVariant, write_variant
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset, list_domains
 from nnunetv2_dropgen.synthetic.domains import Domain
+from nnunetv2_dropgen.synthetic.names import CT_SOURCE, MR_TARGETS
+from nnunetv2_dropgen.trainers.schedule import schedule_from_token
 from nnunetv2_dropgen.weights import WeightsError, resolve_weights
 
 CONFIGURATION = "3d_fullres"
+DEFAULT_PLANS, CPU_PLANS = "nnUNetPlans", "nnUNetPlansCPU"
 VALIDATION = Domain("validation", (0.6, 0.2, 0.95, 0.35), noise_std=0.06, bias_field_strength=0.3)
 """The settings-selection domain: a contrast remapping with noise and bias that no test domain has."""
-TARGETS = {"ERM": 0.20, "DA5": 0.05}
-"""DropGen's mean target-domain Dice must beat these arms by these margins."""
-SOURCE_TOLERANCE = 0.02
-"""...with its source-domain Dice within this distance of ERM's."""
 _TRAIN_SEEDED = (
-    "import random, sys, numpy, torch; seed = int(sys.argv[1]); random.seed(seed); numpy.random.seed(seed); "
-    "torch.manual_seed(seed); sys.argv = ['nnUNetv2_train', *sys.argv[2:]]; "
+    "import os, random, sys, numpy, torch; seed = int(sys.argv[1]); random.seed(seed); numpy.random.seed(seed); "
+    "torch.manual_seed(seed); threads = int(os.environ.get('DROPGEN_BENCH_THREADS', '0')); "
+    "set_threads = torch.set_num_threads; torch.set_num_threads = lambda n: set_threads(threads or n); "
+    "sys.argv = ['nnUNetv2_train', *sys.argv[2:]]; "
     "from nnunetv2.run.run_training import run_training_entry; run_training_entry()"
 )
+"""nnUNetv2_train, seeded, with as many torch threads as DROPGEN_BENCH_THREADS says (nnU-Net takes every core)."""
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One trained model: its name in the tables, the trainer, and the fold it trains on."""
+    """One trained model: its name in the tables, the trainer, the fold it trains on and its plans."""
 
     label: str
     trainer: str
     fold: str = "all"
+    plans: str = DEFAULT_PLANS
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,16 +102,21 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--tiny", action="store_true", help="smallest settings that run every step (a smoke test)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
-    parser.add_argument("--schedule", help="trainer-name schedule (default: demoGPU on cuda, demo on cpu, demoTiny)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 (--tiny: 0)")
-    parser.add_argument("--extractor", default="minimix", help="DropGen's extractor (default: minimix, embedded)")
+    parser.add_argument(
+        "--schedule", help="trainer-name schedule (default: demoGPU on cuda, cpuBench on cpu, demoTiny)"
+    )
+    parser.add_argument("--plans", choices=("cpu", "default"), help="default: cpu (narrow) on a CPU, else nnU-Net's")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--tiny: 0)")
+    parser.add_argument("--extractor", default="minimix2", help="DropGen's extractor (default: minimix2, embedded)")
     parser.add_argument("--with-anatomix", action="store_true", help="add DropGen with the published anatomix")
     parser.add_argument("--choose-p", type=float, nargs="+", help="dropout p to choose from on the validation domain")
-    parser.add_argument("--few-shot", type=int, default=2, help="training cases of the few-shot arm (default: 2)")
+    parser.add_argument("--few-shot", type=int, default=2, help="training cases of the few-shot arms (default: 2)")
     parser.add_argument("--num-train", type=int, help="training cases (default: 8; --tiny: 4)")
     parser.add_argument("--num-test", type=int, help="test cases per domain (default: 4; --tiny: 1)")
-    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="default: 48^3 (--tiny: 32^3)")
+    parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="default: 32^3 (48^3 on cuda)")
     parser.add_argument("--domains", nargs="+", choices=targets, help="target domains (default: all; --tiny: inverted)")
+    parser.add_argument("--cross-modality", action="store_true", help="add the CT-to-MR experiment")
+    parser.add_argument("--parallel", type=int, default=1, help="models trained at once, one thread each (default 1)")
     parser.add_argument(
         "--disable-tta",
         action="store_true",
@@ -101,13 +126,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--report", type=Path, help="Markdown report (default: <workdir>/domain_shift_report.md)")
     args = parser.parse_args()
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tiny = args.tiny
-    args.schedule = args.schedule or ("demoTiny" if tiny else "demoGPU" if args.device == "cuda" else "demo")
-    args.seeds = args.seeds or ([0] if tiny else [0, 1])
+    tiny, cpu = args.tiny, args.device == "cpu"
+    args.schedule = args.schedule or ("demoTiny" if tiny else "cpuBench" if cpu else "demoGPU")
+    args.plans = CPU_PLANS if (args.plans or ("cpu" if cpu else "default")) == "cpu" else DEFAULT_PLANS
+    args.seeds = args.seeds or ([0] if tiny else [0, 1, 2])
     args.choose_p = args.choose_p or ([0.5, 0.75] if tiny else [0.5, 0.75, 0.9])
     args.num_train = args.num_train or (4 if tiny else 8)
     args.num_test = args.num_test or (1 if tiny else 4)
-    args.shape = tuple(args.shape or ((32, 32, 32) if tiny else (48, 48, 48)))
+    args.shape = tuple(args.shape or ((48, 48, 48) if not cpu and not tiny else (32, 32, 32)))
     args.domains = args.domains or (["inverted"] if tiny else targets)
     args.workdir = args.workdir.resolve()
     args.report = (args.report or args.workdir / "domain_shift_report.md").resolve()
@@ -124,8 +150,11 @@ def check_extractor(name: str) -> None:
         sys.exit(f"error: DropGen with {name} needs its weights: {exc}")
 
 
-def dropgen_name(extractor: str, schedule: str, p: float | None = None, ablation: str | None = None) -> str:
-    parts = ["DropGenTrainer", get_extractor_spec(extractor).trainer_token]
+def dropgen_name(
+    extractor: str, schedule: str, p: float | None = None, ablation: str | None = None, base: str | None = None
+) -> str:
+    """A DropGen trainer name; `base`: an nnU-Net trainer it goes on (nnUNetTrainerDA5 -> ..._DropGen_...)."""
+    parts = [f"{base}_DropGen" if base else "DropGenTrainer", get_extractor_spec(extractor).trainer_token]
     if p is not None:
         parts.append(f"p{round(p * 100):03d}")
     if ablation:
@@ -143,19 +172,23 @@ class Bench:
         self.times_file = args.workdir / "train_times.json"
         self.times: dict[str, float] = json.loads(self.times_file.read_text()) if self.times_file.is_file() else {}
 
-    def dataset(self, index: int, seed: int) -> tuple[int, Path]:
-        dataset_id = self.args.dataset_id + index
+    def dataset(self, dataset_id: int, seed: int, cross_modality: bool = False) -> tuple[int, Path]:
+        """Generate (or reuse) a seed's dataset, plan it, and write the CPU (and per-image) plans."""
+        args = self.args
+        domains = list(MR_TARGETS) if cross_modality else [*args.domains, VALIDATION]
         folder = generate_dataset(
             Path(self.env["nnUNet_raw"]),
             dataset_id=dataset_id,
-            name=f"DomainShiftSeed{seed}",
-            num_train=self.args.num_train,
-            num_test_per_domain=self.args.num_test,
-            shape=self.args.shape,
-            domains=[*self.args.domains, VALIDATION],
+            name=f"{'CTtoMR' if cross_modality else 'DomainShift'}Seed{seed}",
+            num_train=args.num_train,
+            num_test_per_domain=args.num_test,
+            shape=args.shape,
+            domains=domains,
             seed=seed,
+            cross_modality=cross_modality,
         )
-        if not (Path(self.env["nnUNet_preprocessed"]) / folder.name / "nnUNetPlans.json").is_file():
+        preprocessed = Path(self.env["nnUNet_preprocessed"]) / folder.name
+        if not (preprocessed / f"{DEFAULT_PLANS}.json").is_file():
             n = str(cpu_processes())
             command = [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", CONFIGURATION]
             run_logged(
@@ -164,7 +197,23 @@ class Bench:
                 self.logs / f"plan_{dataset_id}.log",
                 self.env,
             )
+        narrow = CPU_FIRST_STAGE_FEATURES if args.plans == CPU_PLANS else None
+        if narrow:
+            write_variant(preprocessed, PlansVariant(first_stage_features=narrow), name=CPU_PLANS)
+        if cross_modality:
+            name = self.per_image_plans
+            write_variant(
+                preprocessed, PlansVariant(per_image_normalization=True, first_stage_features=narrow), name=name
+            )
+            if not (preprocessed / f"{name}_{CONFIGURATION}").is_dir():
+                command = [nnunet_command("nnUNetv2_preprocess"), "-d", str(dataset_id), "-plans_name", name]
+                run_logged(f"preprocessing {name}", [*command, "-c", CONFIGURATION, "-np", str(cpu_processes())],
+                           self.logs / f"preprocess_{dataset_id}_{name}.log", self.env)  # fmt: skip
         return dataset_id, folder
+
+    @property
+    def per_image_plans(self) -> str:
+        return "nnUNetPlansPerImageNorm" + ("CPU" if self.args.plans == CPU_PLANS else "")
 
     def few_shot_split(self, dataset_id: int, seed: int) -> None:
         """Fold 0 of a few-shot split through `nnunetv2_dropgen splits` (folds: as many as leave N to draw from)."""
@@ -177,31 +226,31 @@ class Bench:
             if split_args.func(split_args) != 0:
                 sys.exit("error: the few-shot split could not be written (see above).")
 
+    def model_folder(self, dataset_id: int, arm: Arm) -> Path | None:
+        folder = next(Path(self.env["nnUNet_results"]).glob(f"Dataset{dataset_id:03d}_*"), None)
+        return folder / f"{arm.trainer}__{arm.plans}__{CONFIGURATION}" / f"fold_{arm.fold}" if folder else None
+
     def train(self, dataset_id: int, seed: int, arm: Arm) -> None:
         """Train `arm` unless its final checkpoint exists; record the wall time."""
-        folder = next(Path(self.env["nnUNet_results"]).glob(f"Dataset{dataset_id:03d}_*"), None)
-        model = (folder / f"{arm.trainer}__nnUNetPlans__{CONFIGURATION}") if folder else None
-        if model is not None and (model / f"fold_{arm.fold}" / "checkpoint_final.pth").is_file():
+        fold = self.model_folder(dataset_id, arm)
+        if fold is not None and (fold / "checkpoint_final.pth").is_file():
             return
-        command = [
-            sys.executable,
-            "-c",
-            _TRAIN_SEEDED,
-            str(seed),
-            str(dataset_id),
-            CONFIGURATION,
-            arm.fold,
-            "-tr",
-            arm.trainer,
-            "-device",
-            self.args.device,
-        ]
-        log = self.logs / f"train_{dataset_id}_{arm.trainer}_fold{arm.fold}.log"
-        print(f"  training {arm.label}: {arm.trainer}, fold {arm.fold} (log: {log})", flush=True)
+        command = [sys.executable, "-c", _TRAIN_SEEDED, str(seed), str(dataset_id), CONFIGURATION, arm.fold]
+        command += ["-tr", arm.trainer, "-p", arm.plans, "-device", self.args.device]
+        log = self.logs / f"train_{dataset_id}_{arm.trainer}_{arm.plans}_fold{arm.fold}.log"
+        print(f"  training {arm.label}: {arm.trainer} -p {arm.plans}, fold {arm.fold} (log: {log})", flush=True)
+        env = dict(self.env)
+        if self.args.parallel > 1:
+            env["DROPGEN_BENCH_THREADS"] = "1"
         start = time.perf_counter()
-        run_logged(f"training {arm.trainer} on dataset {dataset_id}", command, log, self.env)
-        self.times[f"{dataset_id}/{arm.trainer}/{arm.fold}"] = time.perf_counter() - start
+        run_logged(f"training {arm.trainer} on dataset {dataset_id}", command, log, env)
+        self.times[f"{dataset_id}/{arm.trainer}/{arm.plans}/{arm.fold}"] = time.perf_counter() - start
         write_json_atomic(self.times_file, self.times)
+
+    def train_all(self, dataset_id: int, seed: int, arms: Sequence[Arm]) -> None:
+        with ThreadPoolExecutor(max_workers=max(1, self.args.parallel)) as pool:
+            for done in [pool.submit(self.train, dataset_id, seed, arm) for arm in arms]:
+                done.result()
 
     def evaluate(
         self,
@@ -211,73 +260,113 @@ class Bench:
         domains: Sequence[str],
         out: str,
         in_domain: Sequence[str] = (SOURCE_DOMAIN,),
-    ) -> EvaluationTable:
+    ) -> tuple[EvaluationTable, Path]:
+        out_folder = self.args.workdir / out / folder.name
         request = EvaluationRequest(
             dataset=dataset_id,
-            models=[ModelSpec(a.trainer, configuration=CONFIGURATION, folds=(a.fold,), label=a.label) for a in arms],
+            models=[
+                ModelSpec(a.trainer, plans=a.plans, configuration=CONFIGURATION, folds=(a.fold,), label=a.label)
+                for a in arms
+            ],
             test_sets=[TestSet(d, folder / f"imagesTs_{d}", folder / f"labelsTs_{d}") for d in domains],
             baseline=arms[0].label,
-            out=self.args.workdir / out / folder.name,
+            out=out_folder,
             prediction=PredictionSettings(device=self.args.device, use_mirroring=not self.args.disable_tta),
             in_domain=tuple(in_domain),
         )
         with in_process(self.env):
-            return run_evaluation(request).table
+            return run_evaluation(request).table, out_folder
 
     def train_time(self, dataset_id: int, arm: Arm) -> float:
-        return self.times.get(f"{dataset_id}/{arm.trainer}/{arm.fold}", math.nan)
+        return self.times.get(f"{dataset_id}/{arm.trainer}/{arm.plans}/{arm.fold}", math.nan)
 
 
 def choose_p(bench: Bench, dataset_id: int, folder: Path, seed: int) -> tuple[float, dict[float, float]]:
     """Train DropGen once per candidate p and keep the p with the best Dice on the validation domain."""
     args = bench.args
-    arms = [Arm(f"p={p:g}", dropgen_name(args.extractor, args.schedule, p)) for p in args.choose_p]
-    for arm in arms:
-        bench.train(dataset_id, seed, arm)
-    table = bench.evaluate(dataset_id, folder, arms, [VALIDATION.name], "selection", in_domain=())
+    arms = [Arm(f"p={p:g}", dropgen_name(args.extractor, args.schedule, p), plans=args.plans) for p in args.choose_p]
+    bench.train_all(dataset_id, seed, arms)
+    table, _ = bench.evaluate(dataset_id, folder, arms, [VALIDATION.name], "selection", in_domain=())
     scores = {p: table.mean(VALIDATION.name, arm.label) for p, arm in zip(args.choose_p, arms, strict=True)}
     return max(scores, key=lambda p: -math.inf if math.isnan(scores[p]) else scores[p]), scores
 
 
 def arms_for(args: argparse.Namespace, p: float) -> list[Arm]:
-    schedule, extractor = args.schedule, args.extractor
+    schedule, extractor, plans = args.schedule, args.extractor, args.plans
     dropgen = dropgen_name(extractor, schedule, p)
     arms = [
-        Arm("ERM", f"nnUNetTrainer_{schedule}"),
-        Arm("DA5", f"nnUNetTrainerDA5_{schedule}"),
-        Arm("DropGen", dropgen),
-        Arm("noDropout", dropgen_name(extractor, schedule, ablation="noDropout")),
-        Arm("featuresOnly", dropgen_name(extractor, schedule, ablation="featuresOnly")),
+        Arm("ERM", f"nnUNetTrainer_{schedule}", plans=plans),
+        Arm("DA5", f"nnUNetTrainerDA5_{schedule}", plans=plans),
+        Arm("DropGen", dropgen, plans=plans),
+        Arm("DropGen DA5", dropgen_name(extractor, schedule, p, base="nnUNetTrainerDA5"), plans=plans),
+        Arm("noDropout", dropgen_name(extractor, schedule, ablation="noDropout"), plans=plans),
+        Arm("featuresOnly", dropgen_name(extractor, schedule, ablation="featuresOnly"), plans=plans),
     ]
     if args.with_anatomix:
-        arms.append(Arm("DropGen anatomix", dropgen_name("anatomix", schedule, p)))
+        arms.append(Arm("DropGen anatomix", dropgen_name("anatomix", schedule, p), plans=plans))
     few = f"{args.few_shot} cases"
     arms += [
-        Arm(f"ERM {few}", arms[0].trainer, "0"),
-        Arm(f"DA5 {few}", arms[1].trainer, "0"),
-        Arm(f"DropGen {few}", dropgen, "0"),
+        Arm(f"ERM {few}", arms[0].trainer, "0", plans),
+        Arm(f"DA5 {few}", arms[1].trainer, "0", plans),
+        Arm(f"DropGen {few}", dropgen, "0", plans),
     ]
     return arms
 
 
-def _cell(values: Sequence[float]) -> str:
-    finite = [v for v in values if not math.isnan(v)]
-    if not finite:
-        return "n/a"
-    if len(finite) == 1:
-        return f"{finite[0]:.3f}"
-    return f"{np.mean(finite):.3f} ± {np.std(finite):.3f}"
+def cross_modality_arms(args: argparse.Namespace, bench: Bench, p: float) -> list[Arm]:
+    """ERM and DropGen with nnU-Net's CT plans (before), and with per-image normalization plans (after)."""
+    ct_plans = args.plans
+    dropgen = dropgen_name(args.extractor, args.schedule, p)
+    return [
+        Arm("ERM, CT plans", f"nnUNetTrainer_{args.schedule}", plans=ct_plans),
+        Arm("DropGen, CT plans", dropgen, plans=ct_plans),
+        Arm("ERM, per-image plans", f"nnUNetTrainer_{args.schedule}", plans=bench.per_image_plans),
+        Arm("DropGen, per-image plans", dropgen, plans=bench.per_image_plans),
+    ]
 
 
-def _seconds(values: Sequence[float]) -> str:
-    finite = [v for v in values if not math.isnan(v)]
-    return f"{np.mean(finite):.0f}" if finite else "n/a"
+def collect(
+    results: dict, bench: Bench, dataset_id: int, table: EvaluationTable, out: Path, arms: Sequence[Arm],
+    domains: Sequence[str],
+) -> None:  # fmt: skip
+    """Add one seed's Dice, target mean, train time, curves and paired per-case differences to `results`."""
+    per_case = {}
+    for arm in arms:
+        for domain in domains:
+            results["dice"][arm.label][domain].append(table.mean(domain, arm.label))
+        results["target_mean"][arm.label].append(table.summary_mean(arm.label))
+        results["train_s"][arm.label].append(bench.train_time(dataset_id, arm))
+        fold = bench.model_folder(dataset_id, arm)
+        results["curves"].setdefault(arm.label, []).append(training_curve(fold / "checkpoint_final.pth"))
+        model = f"{arm.trainer}__{arm.plans}__{CONFIGURATION}__fold_{arm.fold}__checkpoint_final"
+        for domain in domains:
+            per_case[(arm.label, domain)] = per_case_dice(out / "predictions" / model / domain / "summary.json")
+    for arm in arms[1:]:
+        for domain in domains:
+            ours, base = per_case[(arm.label, domain)], per_case[(arms[0].label, domain)]
+            key = f"{arm.label}|{arms[0].label}|{domain}"
+            results["paired"].setdefault(key, []).extend(ours[c] - base[c] for c in sorted(ours) if c in base)
 
 
-def report(args: argparse.Namespace, results: dict, machine: str, chosen: float, scores: dict[float, float]) -> str:
-    """The Markdown report: Dice per domain per arm (mean ± std over seeds), target mean, source, train time."""
+def new_results(arms: Sequence[Arm], domains: Sequence[str], command: str) -> dict:
+    return {
+        "command": command,
+        "trainers": {a.label: a.trainer for a in arms},
+        "plans": {a.label: a.plans for a in arms},
+        "dice": {a.label: {d: [] for d in domains} for a in arms},
+        "target_mean": {a.label: [] for a in arms},
+        "train_s": {a.label: [] for a in arms},
+        "curves": {},
+        "paired": {},
+    }
+
+
+def report(args: argparse.Namespace, results: dict, cross: dict | None, machine: str, figure: Path) -> str:
+    """The Markdown report."""
     domains = [SOURCE_DOMAIN, *args.domains]
     arms = list(results["dice"])
+    schedule = schedule_from_token(args.schedule)
+    iterations = (schedule.epochs or 1000) * (schedule.iterations_per_epoch or 250) if schedule else math.nan
     lines = [
         "## Domain-shift benchmark",
         "",
@@ -286,38 +375,37 @@ def report(args: argparse.Namespace, results: dict, machine: str, chosen: float,
         f"- Date: {time.strftime('%Y-%m-%d %H:%M')}; total wall time {results['wall_s'] / 60:.1f} min",
         f"- Data: synthetic, {args.num_train} training cases ({SOURCE_DOMAIN}), {args.num_test} test case(s) per "
         f"domain, shape {'x'.join(map(str, args.shape))}; seeds {', '.join(map(str, args.seeds))}",
-        f"- Schedule `{args.schedule}` for every trainer, plans nnUNetPlans, {CONFIGURATION}, fold all "
-        f"(few-shot arms: fold 0 of a {args.few_shot}-case split); prediction "
+        f"- Schedule `{args.schedule}` ({iterations} iterations) for every trainer, plans `{args.plans}`, "
+        f"{CONFIGURATION}, fold all (few-shot arms: fold 0 of a {args.few_shot}-case split); prediction "
         + ("without mirroring (--disable-tta)" if args.disable_tta else "with nnU-Net's mirroring"),
-        f"- DropGen p chosen on the validation domain: {chosen:g} (validation Dice: "
-        + ", ".join(f"p={p:g}: {s:.3f}" for p, s in scores.items())
-        + ")",
+        f"- DropGen's extractor: `{args.extractor}`; p chosen on the validation domain: {results['chosen_p']:g} "
+        "(validation Dice: " + ", ".join(f"p={p}: {s:.3f}" for p, s in results["validation_dice"].items()) + ")",
         "",
         "Dice (foreground mean over labels; mean ± std over seeds)",
         "",
-        "| arm | trainer | "
-        + " | ".join(f"{d} (training domain)" if d == SOURCE_DOMAIN else d for d in domains)
-        + " | mean over targets | train time (s) |",
-        "| --- | --- | " + " | ".join("---:" for _ in domains) + " | ---: | ---: |",
+        *dice_table(results, arms, domains, SOURCE_DOMAIN),
+        "",
+        "DropGen minus ERM, per domain (paired per seed and test case; 95 % t-interval):",
+        "",
+        *difference_table(results, domains, "DropGen", "ERM"),
+        "",
+        "Convergence: nnU-Net's EMA pseudo Dice on the training domain over the last fifth of training "
+        f"(curves: `{figure.name}`)",
+        "",
+        *convergence_table(results, arms),
+        "",
+        "Targets:",
+        "",
+        *verdict(results, SOURCE_DOMAIN),
     ]
-    for arm in arms:
-        per_domain = [_cell(results["dice"][arm][d]) for d in domains]
-        lines.append(
-            f"| {arm} | `{results['trainers'][arm]}` | "
-            + " | ".join(per_domain)
-            + f" | {_cell(results['target_mean'][arm])} | {_seconds(results['train_s'][arm])} |"
-        )
-    lines += ["", f"Targets (mean over target domains; source within {SOURCE_TOLERANCE} of ERM):", ""]
-    dropgen = np.nanmean(results["target_mean"]["DropGen"])
-    for arm, margin in TARGETS.items():
-        other = np.nanmean(results["target_mean"][arm])
-        verdict = "met" if dropgen >= other + margin else "MISSED"
-        lines.append(f"- DropGen {dropgen:.3f} vs {arm} {other:.3f} + {margin:.2f}: {verdict}")
-    source_gap = np.nanmean(results["dice"]["DropGen"][SOURCE_DOMAIN]) - np.nanmean(
-        results["dice"]["ERM"][SOURCE_DOMAIN]
-    )
-    verdict = "met" if source_gap >= -SOURCE_TOLERANCE else "MISSED"
-    lines.append(f"- DropGen source Dice minus ERM's: {source_gap:+.3f} (at least -{SOURCE_TOLERANCE}): {verdict}")
+    if cross is not None:
+        cross_domains = [CT_SOURCE, *MR_TARGETS]
+        lines += [
+            "",
+            "### CT to MR (train on a CT with its channel named CT, test on MR-like domains)",
+            "",
+            *dice_table(cross, list(cross["dice"]), cross_domains, CT_SOURCE),
+        ]
     return "\n".join(lines)
 
 
@@ -327,45 +415,50 @@ def main() -> int:
     if args.with_anatomix:
         check_extractor("anatomix")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(args.device)
-    machine = machine_description(device)
+    machine = machine_description(torch.device(args.device))
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     print(f"{command}\n{machine}\nWorking folder: {args.workdir}", flush=True)
     bench = Bench(args)
     start = time.perf_counter()
 
-    datasets = [bench.dataset(i, seed) for i, seed in enumerate(args.seeds)]
+    datasets = [bench.dataset(args.dataset_id + i, seed) for i, seed in enumerate(args.seeds)]
     print(f"Choosing DropGen's p on the '{VALIDATION.name}' domain (seed {args.seeds[0]})", flush=True)
     chosen, scores = choose_p(bench, *datasets[0], args.seeds[0])
     print(f"  chosen p = {chosen:g}: " + ", ".join(f"p={p:g} {s:.3f}" for p, s in scores.items()), flush=True)
 
     arms = arms_for(args, chosen)
     domains = [SOURCE_DOMAIN, *args.domains]
-    results: dict = {
-        "command": command,
-        "trainers": {a.label: a.trainer for a in arms},
-        "dice": {a.label: {d: [] for d in domains} for a in arms},
-        "target_mean": {a.label: [] for a in arms},
-        "train_s": {a.label: [] for a in arms},
-    }
+    results = new_results(arms, domains, command)
     for (dataset_id, folder), seed in zip(datasets, args.seeds, strict=True):
         print(f"Seed {seed}: dataset {folder.name}", flush=True)
         bench.few_shot_split(dataset_id, seed)
-        for arm in arms:
-            bench.train(dataset_id, seed, arm)
-        table = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
-        for arm in arms:
-            for domain in domains:
-                results["dice"][arm.label][domain].append(table.mean(domain, arm.label))
-            results["target_mean"][arm.label].append(table.summary_mean(arm.label))
-            results["train_s"][arm.label].append(bench.train_time(dataset_id, arm))
-    results["wall_s"] = time.perf_counter() - start
-    results["chosen_p"], results["validation_dice"] = chosen, {str(p): s for p, s in scores.items()}
+        bench.train_all(dataset_id, seed, arms)
+        table, out = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
+        collect(results, bench, dataset_id, table, out, arms, domains)
 
-    text = report(args, results, machine, chosen, scores)
+    cross = None
+    if args.cross_modality:
+        cross_arms = cross_modality_arms(args, bench, chosen)
+        cross_domains = [CT_SOURCE, *MR_TARGETS]
+        cross = new_results(cross_arms, cross_domains, command)
+        for i, seed in enumerate(args.seeds):
+            dataset_id, folder = bench.dataset(args.dataset_id + 50 + i, seed, cross_modality=True)
+            print(f"Seed {seed}: CT to MR, dataset {folder.name}", flush=True)
+            bench.train_all(dataset_id, seed, cross_arms)
+            table, out = bench.evaluate(dataset_id, folder, cross_arms, cross_domains, "evaluation", (CT_SOURCE,))
+            collect(cross, bench, dataset_id, table, out, cross_arms, cross_domains)
+
+    results["wall_s"] = time.perf_counter() - start
+    results["chosen_p"], results["validation_dice"] = chosen, {f"{p:g}": s for p, s in scores.items()}
+    schedule = schedule_from_token(args.schedule)
+    figure = save_curves(
+        results, list(results["dice"]), args.report.with_suffix(".curves.png"),
+        (schedule.iterations_per_epoch or 250) if schedule else 250,
+    )  # fmt: skip
+    text = report(args, results, cross, machine, figure)
     write_text_atomic(args.report, text + "\n")
-    write_json_atomic(args.report.with_suffix(".json"), results)
-    print("\n" + text + f"\n\nReport: {args.report}")
+    write_json_atomic(args.report.with_suffix(".json"), {"benchmark": results, "cross_modality": cross})
+    print("\n" + text + f"\n\nReport: {args.report}\nCurves: {figure}")
     return 0
 
 

@@ -28,6 +28,7 @@ from nnunetv2_dropgen.evaluation import (
 )
 from nnunetv2_dropgen.evaluation.metrics import FOREGROUND
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
+from nnunetv2_dropgen.plans import CPU_FIRST_STAGE_FEATURES, PlansVariant, write_variant
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset
 from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
 from nnunetv2_dropgen.weights import ResolvedWeights, WeightsDownloadFailed, WeightsMissing, resolve_weights
@@ -37,6 +38,7 @@ PREFERRED_EXTRACTOR = "anatomix"
 EMBEDDED_EXTRACTOR = "minimix"
 """The extractor shipped in the package, used when anatomix cannot be had (offline, air-gapped)."""
 DATASET_NAME = "DropGenDemo"
+CPU_PLANS = "nnUNetPlansCPU"
 CONFIGURATION = "3d_fullres"
 FOLD = "all"  # train on every source case: no cross-validation split, so few cases suffice
 BASELINE_HEADER = "nnU-Net"
@@ -60,8 +62,13 @@ class DemoSettings:
     shape: tuple[int, int, int]
     domains: tuple[str, ...] | None = None  # None: every built-in target domain
     dataset_id: int = 501
-    extractor: str | None = None  # None: anatomix when it can be had quickly, else the embedded minimix
+    extractor: str | None = None  # None: anatomix when it can be had quickly, else the embedded extractor
     weights: Path | None = None  # an explicit extractor weight file (--weights)
+
+    @property
+    def plans(self) -> str:
+        """nnU-Net's plans on a GPU; on a CPU the narrow ones (`nnunetv2_dropgen plans --cpu`), as users train there."""
+        return "nnUNetPlans" if self.device == "cuda" else CPU_PLANS
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,9 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             logs / "plan_and_preprocess.log",
             env,
         )
+        if settings.plans == CPU_PLANS:
+            narrow = PlansVariant(first_stage_features=CPU_FIRST_STAGE_FEATURES)
+            write_variant(Path(env["nnUNet_preprocessed"]) / dataset.name, narrow, name=CPU_PLANS)
         overall.update()
 
         for trainer, header in zip(trainers, headers, strict=True):
@@ -177,14 +187,14 @@ def _request(
     env: Mapping[str, str],
 ) -> EvaluationRequest:
     """Every domain is a test set (the source one in-domain); predictions and results go into the working folder."""
-    model_folder = Path(env["nnUNet_results"]) / dataset.name / f"{trainers[0]}__nnUNetPlans__{CONFIGURATION}"
+    model_folder = Path(env["nnUNet_results"]) / dataset.name / f"{trainers[0]}__{settings.plans}__{CONFIGURATION}"
     title = f"Trained on '{SOURCE_DOMAIN}' only ({trainers[0]} vs {trainers[1]}); DropGen's extractor: {weights.name}"
     if not weights.verified:
         title += f"\nDropGen used UNVERIFIED extractor weights: not the published {weights.name} model"
     return EvaluationRequest(
         dataset=settings.dataset_id,
         models=[
-            ModelSpec(trainer, configuration=CONFIGURATION, folds=(FOLD,), label=header)
+            ModelSpec(trainer, plans=settings.plans, configuration=CONFIGURATION, folds=(FOLD,), label=header)
             for trainer, header in zip(trainers, headers, strict=True)
         ],
         test_sets=[TestSet(d, dataset / f"imagesTs_{d}", dataset / f"labelsTs_{d}") for d in domains],
@@ -224,6 +234,8 @@ def _train(settings: DemoSettings, trainer: str, header: str, env: Mapping[str, 
         FOLD,
         "-tr",
         trainer,
+        "-p",
+        settings.plans,
         "-device",
         settings.device,
     ]

@@ -9,6 +9,7 @@ from nnunetv2_dropgen.plans.variants import (
     read_plans,
     resolved_configuration,
     write_plans,
+    write_variant,
 )
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "read_plans",
     "resolved_configuration",
     "write_plans",
+    "write_variant",
 ]

@@ -125,3 +125,10 @@ def _narrow(config: dict[str, Any], first: int) -> None:
 def write_plans(folder: Path, plans: dict[str, Any]) -> Path:
     """Write `plans` as `<plans_name>.json` in the dataset's preprocessed folder (atomically)."""
     return write_json_atomic(folder / f"{plans['plans_name']}.json", plans)
+
+
+def write_variant(folder: Path, variant: PlansVariant, source: str = "nnUNetPlans", name: str | None = None) -> str:
+    """Derive `variant` from the plans `source` in a dataset's preprocessed folder, write it, return its name."""
+    name = name or variant.default_name(source)
+    write_plans(folder, derive_plans(read_plans(folder, source), name, variant))
+    return name
