@@ -15,6 +15,7 @@ from torch import nn
 from nnunetv2_dropgen.dropout import ChannelDropout
 from nnunetv2_dropgen.feature_extractors import ExtractorSpec
 from nnunetv2_dropgen.network.feature_record import FeatureRecord
+from nnunetv2_dropgen.network.options import VoxelwiseNormalization, check_options, use_batch_statistics
 
 _RECORD_KEY = "_extra_state"  # where nn.Module puts get_extra_state() in the state_dict
 
@@ -49,6 +50,11 @@ class DropGenNetwork(nn.Module):
     num_extra_channels: int
     use_image: bool
     record: FeatureRecord
+    options: tuple[str, ...]
+    """The authors' behaviours this network follows (see `options`); () for this package's defaults."""
+    volume_range: torch.Tensor | None
+    """With the volumeScaling option, at inference: (2, C) min and max of each image channel of the whole volume,
+    set by nnU-Net's predictor (see trainers.volume_scaling) around its sliding window."""
     pretrained_from: str | None
     """The checkpoint nnU-Net's -pretrained_weights loaded into this network (extractor included), if any."""
 
@@ -61,6 +67,7 @@ class DropGenNetwork(nn.Module):
         p: float = 0.75,
         num_extra_channels: int = 0,
         use_image: bool = True,
+        options: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         if num_image_channels < 1:
@@ -76,7 +83,12 @@ class DropGenNetwork(nn.Module):
         num_features = num_image_channels * spec.feature_channels
         first_dropped = 0 if use_image else num_image_channels
         self.dropout = ChannelDropout(p, channels=range(first_dropped, num_image_channels + num_features))
-        self.record = FeatureRecord.of(spec)
+        self.options = check_options(tuple(options))
+        if "bnBatch" in self.options:
+            use_batch_statistics(self.extractor)
+        self.normalization = VoxelwiseNormalization() if "voxelNorm" in self.options else spec.normalization
+        self.volume_range = None
+        self.record = FeatureRecord.of(spec, self.normalization.identifier, self.options)
         self.pretrained_from = None
         self._register_load_state_dict_pre_hook(self._accept_unrecorded_checkpoint)
 
@@ -117,17 +129,32 @@ class DropGenNetwork(nn.Module):
             )
         images = x[:, : self.num_image_channels]
         features = self.compute_features(images)
+        if "unitImage" in self.options:
+            images = self._extractor_input(images).reshape(images.shape).to(images.dtype)
         if not self.use_image:
             images = torch.zeros_like(images)
         z = torch.cat([images, features.to(images.dtype), x[:, self.num_image_channels :]], dim=1)
         return self.backbone(self.dropout(z))
 
     @torch.no_grad()
+    def _extractor_input(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, *spatial) images -> (B*C, 1, *spatial) extractor input in float32: the spec's preprocessing, or
+        with volumeScaling at inference the whole volume's min-max range."""
+        batch, channels, *spatial = images.shape
+        with torch.autocast(images.device.type, enabled=False):
+            if self.volume_range is not None and not self.training:
+                low, high = (r.to(images.device).view(1, channels, *([1] * len(spatial))) for r in self.volume_range)
+                unit = ((images.float() - low) / (high - low).clamp_min(1e-8)).clamp(0.0, 1.0)
+            else:
+                unit = self.spec.preprocessing(images.float())
+        return unit.reshape(batch * channels, 1, *spatial)
+
+    @torch.no_grad()
     def compute_features(self, images: torch.Tensor) -> torch.Tensor:
         """Frozen-extractor features per image channel, normalized in float32: (B, C*F, *spatial)."""
         batch, channels, *spatial = images.shape
+        unit = self._extractor_input(images)
         with torch.autocast(images.device.type, enabled=False):
-            unit = self.spec.preprocessing(images.float()).reshape(batch * channels, 1, *spatial)
             pad = centered_padding(tuple(spatial), self.spec.spatial_multiple, self.spec.min_spatial_size)
             if any(pad):
                 unit = F.pad(unit, pad, mode="replicate")
@@ -135,7 +162,7 @@ class DropGenNetwork(nn.Module):
         if any(pad):
             features = features[(slice(None), slice(None), *_crop_slices(pad, spatial))]
         with torch.autocast(images.device.type, enabled=False):
-            features = self.spec.normalization(features.float())
+            features = self.normalization(features.float())
         return features.reshape(batch, channels * features.shape[1], *spatial)
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -155,7 +182,7 @@ class DropGenNetwork(nn.Module):
         return (
             f"extractor={self.spec.name}, image_channels={self.num_image_channels}, "
             f"feature_channels={self.feature_channels}, extra_channels={self.num_extra_channels}, "
-            f"use_image={self.use_image}"
+            f"use_image={self.use_image}, options={list(self.options)}"
         )
 
 

@@ -22,12 +22,14 @@ def build_dropgen_network(
     use_image: bool = True,
     pretrained: bool = False,
     weights: str | os.PathLike | None = None,
+    options: tuple[str, ...] = (),
 ) -> DropGenNetwork:
     """Wrap `backbone` with the registered extractor `extractor_name`.
 
     pretrained=False leaves the extractor's weights random, as inference does before the checkpoint (which
     carries them) is loaded; pretrained=True loads them (`weights`, DROPGEN_WEIGHTS_<NAME>, or the extractor's
-    own source) and records their sha256 and origin in `network.record`.
+    own source) and records their sha256 and origin in `network.record`. options: the DropGen authors'
+    behaviours to follow (network.options.OPTIONS).
     """
     network = DropGenNetwork(
         get_extractor_spec(extractor_name),
@@ -36,6 +38,7 @@ def build_dropgen_network(
         p=p,
         num_extra_channels=num_extra_channels,
         use_image=use_image,
+        options=options,
     )
     if pretrained:
         load_extractor_weights(network, weights)

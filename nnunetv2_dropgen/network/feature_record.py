@@ -12,7 +12,7 @@ from typing import Any
 from nnunetv2_dropgen.feature_extractors import ExtractorSpec
 
 RECORD_FORMAT = "nnunetv2-dropgen-feature-record/1"
-SHAPING_FIELDS = ("extractor", "preprocessing", "normalization", "feature_channels")
+SHAPING_FIELDS = ("extractor", "preprocessing", "normalization", "feature_channels", "options")
 """The fields that change the features a backbone sees; a checkpoint must agree on all of them."""
 
 
@@ -31,10 +31,18 @@ class FeatureRecord:
     feature_channels: int
     weights_sha256: str | None = None
     weights_origin: str | None = None
+    options: tuple[str, ...] = ()
+    """The authors' behaviours the network follows (network.options); checkpoints from before record none."""
 
     @classmethod
-    def of(cls, spec: ExtractorSpec) -> FeatureRecord:
-        return cls(spec.name, spec.preprocessing.identifier, spec.normalization.identifier, spec.feature_channels)
+    def of(cls, spec: ExtractorSpec, normalization: str | None = None, options: tuple[str, ...] = ()) -> FeatureRecord:
+        return cls(
+            spec.name,
+            spec.preprocessing.identifier,
+            normalization or spec.normalization.identifier,
+            spec.feature_channels,
+            options=tuple(options),
+        )
 
     @classmethod
     def legacy(cls, spec: ExtractorSpec) -> FeatureRecord:
@@ -45,7 +53,10 @@ class FeatureRecord:
         return replace(self, weights_sha256=sha256, weights_origin=origin)
 
     def to_state(self) -> dict[str, Any]:
-        return {"format": RECORD_FORMAT, **asdict(self)}
+        state = {"format": RECORD_FORMAT, **asdict(self), "options": list(self.options)}
+        if not self.options:
+            del state["options"]  # as checkpoints without options were written: readable by earlier versions
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FeatureRecord:
@@ -55,7 +66,9 @@ class FeatureRecord:
                 f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r}, expected "
                 f"{RECORD_FORMAT!r}); it was written by another nnunetv2-dropgen version: predict with that version."
             )
-        return cls(**{f.name: state.get(f.name) for f in fields(cls)})
+        values = {f.name: state.get(f.name) for f in fields(cls)}
+        values["options"] = tuple(values["options"] or ())  # absent before options existed: none
+        return cls(**values)
 
     def check_matches(self, built: FeatureRecord) -> None:
         """Raise a sentence naming every difference between this (saved) record and what the code built."""

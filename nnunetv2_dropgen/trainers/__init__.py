@@ -17,8 +17,10 @@ from nnunetv2_dropgen.trainers.names import (
     parse_dropgen_name,
 )
 from nnunetv2_dropgen.trainers.pretrained_weights import route_nnunet_loader
+from nnunetv2_dropgen.trainers.volume_scaling import route_volume_scaling
 
 route_nnunet_loader()  # nnU-Net's -pretrained_weights loader would trip over the feature record
+route_volume_scaling()  # the volumeScaling option needs the whole volume's range at inference
 
 __all__ = [
     "GRAMMAR",

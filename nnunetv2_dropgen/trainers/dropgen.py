@@ -47,6 +47,8 @@ class DropGen:
     extractor_name: str = "anatomix"
     dropout_p: float = 0.75
     use_image: bool = True
+    extractor_options: tuple[str, ...] = ()
+    """The DropGen authors' behaviours to follow (nnunetv2_dropgen.network.options)."""
     to_predict_elsewhere: str = (
         "This model was trained with nnunetv2-dropgen; nnU-Net finds its trainer only where that package is "
         f"installed: pip install 'nnunetv2-dropgen>={__version__}' and export nnUNet_extTrainer=$(nnunetv2_dropgen "
@@ -107,6 +109,7 @@ class DropGen:
             p=cls.dropout_p,
             num_extra_channels=layout.num_extra_channels,
             use_image=cls.use_image,
+            options=cls.extractor_options,
         )
 
     @property
@@ -184,6 +187,7 @@ class DropGen:
             f"{record.normalization})",
             f"DropGen: extractor weights{source}: {record.weights_origin}",
             f"DropGen: channel dropout p={network.p} on {dropped}, training only",
+            f"DropGen: options: {', '.join(network.options) or 'none (this package defaults)'}",
             f"DropGen: backbone input = {n_img} image + {n_feat} feature + {n_extra} extra (cascade) channels "
             f"= {n_img + n_feat + n_extra}",
         ]

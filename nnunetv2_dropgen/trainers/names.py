@@ -24,12 +24,13 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerDA5
 from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
 
 from nnunetv2_dropgen.feature_extractors import available_extractors, get_extractor_spec
+from nnunetv2_dropgen.network.options import OPTIONS
 from nnunetv2_dropgen.trainers.dropgen import DropGen
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
 from nnunetv2_dropgen.trainers.schedule import NAMED_SCHEDULES, Schedule, ScheduledTrainer, schedule_from_token
 
-GRAMMAR = "DropGenTrainer[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<schedule>]"
-ON_A_BASE = "<nnU-Net trainer>_DropGen[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<schedule>]"
+GRAMMAR = "DropGenTrainer[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<options>][_<schedule>]"
+ON_A_BASE = "<nnU-Net trainer>_DropGen[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<options>][_<schedule>]"
 MARKER = "_DropGen"
 """What separates an nnU-Net trainer's name from the DropGen parts in names of the second form."""
 ABLATIONS = ("noDropout", "featuresOnly")
@@ -50,6 +51,7 @@ class DropGenVariant:
     extractor_name: str = DropGenTrainer.extractor_name
     dropout_p: float = DropGenTrainer.dropout_p
     use_image: bool = True
+    extractor_options: tuple[str, ...] = ()
     schedule: Schedule = Schedule()
 
 
@@ -67,6 +69,7 @@ def parse_dropgen_name(name: str, shown: str | None = None) -> DropGenVariant:
         ("extractor", extractors.__contains__),
         ("p", lambda t: _probability(t) is not None),
         ("ablation", ABLATIONS.__contains__),
+        *((option, option.__eq__) for option in OPTIONS),
         ("schedule", lambda t: schedule_from_token(t) is not None),
     ]
     parts: dict[str, str] = {}
@@ -85,6 +88,7 @@ def parse_dropgen_name(name: str, shown: str | None = None) -> DropGenVariant:
         extractor_name=extractors[parts["extractor"]] if "extractor" in parts else DropGenTrainer.extractor_name,
         dropout_p=p if p is not None else (0.0 if ablation else DropGenTrainer.dropout_p),
         use_image=ablation != "featuresOnly",
+        extractor_options=tuple(option for option in OPTIONS if option in parts),
         schedule=schedule_from_token(parts["schedule"]) if "schedule" in parts else Schedule(),
     )
 
@@ -102,7 +106,8 @@ def _unknown_part(name: str, token: str, extractors: dict[str, str]) -> str:
         f"{name!r} is not a DropGen trainer name: {token!r} is unknown or out of order. Names are {GRAMMAR} "
         f"(or {ON_A_BASE}), "
         f"parts in that order: extractor one of {', '.join(sorted(extractors))}; p<NNN> a dropout probability in "
-        f"hundredths (p050 = 0.5); ablation noDropout or featuresOnly; schedule one of {schedules}."
+        f"hundredths (p050 = 0.5); ablation noDropout or featuresOnly; options {', '.join(OPTIONS)} (in that "
+        f"order); schedule one of {schedules}."
     )
 
 
@@ -146,4 +151,7 @@ def build_trainer_class(name: str) -> type[nnUNetTrainer]:
 
 def _describe(variant: DropGenVariant) -> str:
     images = "image and feature channels" if variant.use_image else "feature channels (images always zeroed)"
-    return f"DropGen with {variant.extractor_name} features, channel dropout p={variant.dropout_p} on {images}."
+    options = f" Options: {', '.join(variant.extractor_options)}." if variant.extractor_options else ""
+    return (
+        f"DropGen with {variant.extractor_name} features, channel dropout p={variant.dropout_p} on {images}.{options}"
+    )

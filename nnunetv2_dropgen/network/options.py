@@ -1,0 +1,73 @@
+"""The DropGen authors' behaviours that differ from this package's defaults, as named, recorded options.
+
+Each is a trainer-name part (`DropGenTrainer_minimix_bnBatch`, ...), so nnUNetv2_predict rebuilds exactly what
+was trained, and each is recorded in every checkpoint's feature record, so a checkpoint never meets a network
+built with other options. Checkpoints written before options existed record none and load as before.
+
+  bnBatch        the extractor's BatchNorm uses the statistics of the current batch, in training and at test
+                 (the authors' code does this from its first validation on: test-time BatchNorm adaptation);
+                 default: its running statistics, frozen
+  volumeScaling  at inference the extractor's input is min-max scaled with the whole test volume, once
+                 (the authors), not per sliding window; training stays per patch
+  unitImage      the backbone's image channel is the [0, 1] image the extractor saw (the authors), not
+                 nnU-Net's normalized image
+  voxelNorm      features normalized across channels at each voxel (the anatomix authors' advice for their
+                 dev models) instead of per channel over the patch
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OPTIONS = ("bnBatch", "volumeScaling", "unitImage", "voxelNorm")
+"""In the order they appear in trainer names."""
+
+
+class BatchStatisticsBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm that always normalizes with the current batch's statistics and never updates its buffers.
+
+    Same parameters and buffers as the BatchNorm it replaces (weights load strictly, checkpoints keep their keys).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+
+def use_batch_statistics(module: nn.Module) -> int:
+    """Turn every BatchNorm in `module` into a BatchStatisticsBatchNorm in place; returns how many there were."""
+    count = 0
+    for child in module.modules():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            child.__class__ = type(
+                f"BatchStatistics{type(child).__name__}", (BatchStatisticsBatchNorm, type(child)), {}
+            )
+            count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class VoxelwiseNormalization:
+    """Standardize each voxel's feature vector across its channels (mean 0, std 1 over the F channels)."""
+
+    eps: float = 1e-5
+
+    @property
+    def identifier(self) -> str:
+        return f"voxelwise-norm(eps={self.eps:g})"
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        mean = features.mean(dim=1, keepdim=True)
+        std = features.var(dim=1, keepdim=True, unbiased=False).add(self.eps).sqrt()
+        return (features - mean) / std
+
+
+def check_options(options: tuple[str, ...]) -> tuple[str, ...]:
+    """The options in their canonical order; a ValueError naming what is unknown."""
+    unknown = [o for o in options if o not in OPTIONS]
+    if unknown:
+        raise ValueError(f"unknown DropGen option(s) {', '.join(unknown)}; the options are {', '.join(OPTIONS)}.")
+    return tuple(o for o in OPTIONS if o in options)
