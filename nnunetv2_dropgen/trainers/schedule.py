@@ -21,13 +21,16 @@ class Schedule(NamedTuple):
 NAMED_SCHEDULES: dict[str, Schedule] = {
     "quick": Schedule(2, 4, 2),
     "demoTiny": Schedule(1, 2, 1, final_validation=False),
-    "demo": Schedule(4, 30, 2, final_validation=False),
+    "demo": Schedule(20, 50, 5, final_validation=False),
+    "cpuBench": Schedule(60, 50, 5, final_validation=False),
     "demoGPU": Schedule(30, 100, 10, final_validation=False),
 }
 """Schedules by trainer-name part. quick: a smoke test of a set-up (minutes on a CPU). demoTiny: the demo's
-CI smoke test. demo: 120 iterations (the CPU demo: 3.6 min for DropGen at 32^3 on 2 cores, measured; far too
-short for DropGen to converge). demoGPU: 3000 iterations.
-The demo ones train on fold 'all' and are scored on held-out test sets, so they skip the final validation."""
+CI smoke test. demo: 1000 iterations, the CPU demo with the narrow CPU plans (nnU-Net's curve is flat by then,
+DropGen's still rising; see benchmarks/RESULTS.md). cpuBench: 3000 iterations, the CPU domain-shift benchmark,
+for every arm. demoGPU: 3000 iterations.
+The demo and benchmark ones train on fold 'all' and are scored on held-out test sets, so they skip the final
+validation."""
 
 _EPOCHS = re.compile(r"^(\d+)epochs?$")
 
