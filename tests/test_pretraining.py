@@ -441,3 +441,37 @@ def test_ddp_with_gloo_on_two_processes_keeps_ranks_identical(tmp_path):
     saved = torch.load(tmp_path / "ddp.pth", weights_only=True)
     for key, value in saved.items():
         assert torch.equal(ranks[0]["state"][key], value)
+
+
+def test_sigterm_stops_like_ctrl_c_with_checkpoint_and_weights(spec, tmp_path):
+    """`kill` (a cluster's time limit) must not lose the run: the command writes what Ctrl-C writes and says how
+    to resume."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "terminated.pth"
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from test_pretraining import tiny_spec\n"
+        "from nnunetv2_dropgen.feature_extractors import register_extractor\n"
+        "register_extractor(tiny_spec())\n"
+        "from nnunetv2_dropgen.cli.main import main\n"
+        "sys.exit(main(['pretrain', '--architecture', 'test-pretrain-tiny', '--synthetic', '8', '--patch-size', "
+        "'16', '--steps', '100000', '--evaluate-every', '0', '--checkpoint-every', '100000', '--device', 'cpu', "
+        "'--out', sys.argv[2]]))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-c", code, str(Path(__file__).parent), str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    started = process.stdout.readline()  # printed once training has begun (inside the handler)
+    assert started.startswith("pretraining test-pretrain-tiny"), started
+    time.sleep(2)  # a few steps
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "continue with the same command and --resume" in stderr
+    record = read_record(out)
+    assert record["interrupted"] is True and record["steps"] > 0 and record["sha256"] == sha256_file(out)
+    assert load_checkpoint(checkpoint_path(out))["step"] == record["steps"]

@@ -3,21 +3,25 @@
 AdamW (anatomix: lr 2e-4, betas 0.9/0.999, weight decay 1e-5), the learning rate kept and then decayed
 linearly over the last `lr_decay_fraction` of the steps (anatomix: constant, then linear decay over its
 last epochs), autocast (bf16 on CUDA where supported, else fp16 with a gradient scaler; bf16 with
-channels-last 3D tensors on CPUs with native bf16, 2.5x faster per step at 64^3 on this project's CPU),
+channels-last 3D tensors on CPUs with native bf16, 2.2x faster per step at 64^3 on this project's CPU),
 a tqdm bar with the loss and the latest stability metrics, atomic checkpoints every `checkpoint_every`
 steps and at the end, the best weights by the held-out stability metric kept beside the output,
-`resume` to continue a run, and Ctrl-C (KeyboardInterrupt) saving a checkpoint and the weights before
-returning. Under torchrun every rank trains on its own data stream inside DistributedDataParallel; only
-rank 0 writes files and reports.
+`resume` to continue a run, and Ctrl-C (KeyboardInterrupt) or SIGTERM (`kill`, a cluster's time limit)
+saving a checkpoint and the weights before returning. Under torchrun every rank trains on its own data
+stream inside DistributedDataParallel; only rank 0 writes files and reports.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -378,6 +382,23 @@ def best_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.best{out.suffix or '.pth'}")
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the run as Ctrl-C does (checkpoint and weights written); in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def pretrain(
     settings: PretrainSettings,
     spec: ExtractorSpec,
@@ -393,7 +414,8 @@ def pretrain(
     context = DistributedContext.start(settings.device)
     try:
         run = _Run(settings, spec, pool, evaluation_pool, context)
-        return _train(run, pool, command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+        with _terminate_as_interrupt():
+            return _train(run, pool, command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]))
     finally:
         context.close()
 
