@@ -11,7 +11,10 @@ import argparse
 import json
 import math
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -446,10 +449,6 @@ def test_ddp_with_gloo_on_two_processes_keeps_ranks_identical(tmp_path):
 def test_sigterm_stops_like_ctrl_c_with_checkpoint_and_weights(spec, tmp_path):
     """`kill` (a cluster's time limit) must not lose the run: the command writes what Ctrl-C writes and says how
     to resume."""
-    import signal
-    import subprocess
-    import sys
-
     out = tmp_path / "terminated.pth"
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
