@@ -116,6 +116,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="default: 32^3 (48^3 on cuda)")
     parser.add_argument("--domains", nargs="+", choices=targets, help="target domains (default: all; --tiny: inverted)")
     parser.add_argument("--cross-modality", action="store_true", help="add the CT-to-MR experiment")
+    parser.add_argument(
+        "--option-arms",
+        action="store_true",
+        help="measure the DropGen authors' behaviours (bnBatch, volumeScaling, unitImage, voxelNorm) against DropGen, "
+        "also on test volumes padded to 8x the voxels with background (where per-volume scaling differs)",
+    )
     parser.add_argument("--parallel", type=int, default=1, help="models trained at once, one thread each (default 1)")
     parser.add_argument(
         "--disable-tta",
@@ -313,6 +319,48 @@ def arms_for(args: argparse.Namespace, p: float) -> list[Arm]:
     return arms
 
 
+def option_arms(args: argparse.Namespace, p: float) -> list[Arm]:
+    """ERM, DropGen, and DropGen with each of the authors' behaviours (network.options.OPTIONS)."""
+    from nnunetv2_dropgen.network.options import OPTIONS
+
+    base = dropgen_name(args.extractor, args.schedule, p).removesuffix(f"_{args.schedule}")
+    arms = [Arm("ERM", f"nnUNetTrainer_{args.schedule}", plans=args.plans)]
+    arms.append(Arm("DropGen", dropgen_name(args.extractor, args.schedule, p), plans=args.plans))
+    arms += [Arm(f"DropGen {o}", f"{base}_{o}_{args.schedule}", plans=args.plans) for o in OPTIONS]
+    return arms
+
+
+def padded_test_set(folder: Path, domain: str, factor: int = 2) -> str:
+    """The test set `domain` embedded in background `factor` times larger per axis (structures in a corner),
+    written once as imagesTs_<domain>_padded: a volume much larger than the patch, mostly background."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    name = f"{domain}_padded"
+    images, labels = folder / f"imagesTs_{name}", folder / f"labelsTs_{name}"
+    if labels.is_dir():
+        return name
+    rng = np.random.default_rng(0)
+    for target in (images, labels):
+        target.mkdir(exist_ok=True)
+    for path in sorted((folder / f"labelsTs_{domain}").iterdir()):
+        label_image = sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(folder / f"imagesTs_{domain}" / path.name.replace(".nii.gz", "_0000.nii.gz")))
+        array, label = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(label_image)
+        background = array[label == 0]
+        big = rng.normal(np.median(background), background.std(), [n * factor for n in array.shape])
+        big = big.astype(np.float32)
+        big_label = np.zeros(big.shape, dtype=label.dtype)
+        big[tuple(slice(0, n) for n in array.shape)] = array
+        big_label[tuple(slice(0, n) for n in label.shape)] = label
+        for data, reference, target in ((big, image, images / path.name.replace(".nii.gz", "_0000.nii.gz")),
+                                        (big_label, label_image, labels / path.name)):  # fmt: skip
+            written = sitk.GetImageFromArray(data)
+            written.SetSpacing(reference.GetSpacing())
+            sitk.WriteImage(written, str(target))
+    return name
+
+
 def cross_modality_arms(args: argparse.Namespace, bench: Bench, p: float) -> list[Arm]:
     """ERM and DropGen with nnU-Net's CT plans (before), and with per-image normalization plans (after)."""
     ct_plans = args.plans
@@ -429,37 +477,66 @@ def main() -> int:
     arms = arms_for(args, chosen)
     domains = [SOURCE_DOMAIN, *args.domains]
     results = new_results(arms, domains, command)
-    for (dataset_id, folder), seed in zip(datasets, args.seeds, strict=True):
+    results["chosen_p"], results["validation_dice"] = chosen, {f"{p:g}": s for p, s in scores.items()}
+    options = cross = None
+    if args.option_arms:
+        option_domains = [*domains, *(padded_test_set(datasets[0][1], d) for d in (SOURCE_DOMAIN, "inverted"))]
+        options = new_results(option_arms(args, chosen), option_domains, command)
+    if args.cross_modality:
+        cross = new_results(cross_modality_arms(args, bench, chosen), [CT_SOURCE, *MR_TARGETS], command)
+    # seed by seed, every experiment of a seed before the next seed, the report rewritten after each
+    for index, ((dataset_id, folder), seed) in enumerate(zip(datasets, args.seeds, strict=True)):
         print(f"Seed {seed}: dataset {folder.name}", flush=True)
         bench.few_shot_split(dataset_id, seed)
         bench.train_all(dataset_id, seed, arms)
         table, out = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
         collect(results, bench, dataset_id, table, out, arms, domains)
+        if options is not None and index == 0:
+            option_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(options)]
+            option_domains = list(next(iter(options["dice"].values())))
+            print(f"Options: seed {seed}, dataset {folder.name}", flush=True)
+            bench.train_all(dataset_id, seed, option_list)
+            table, out = bench.evaluate(dataset_id, folder, option_list, option_domains, "evaluation_options")
+            collect(options, bench, dataset_id, table, out, option_list, option_domains)
+        if cross is not None:
+            cross_id, cross_folder = bench.dataset(args.dataset_id + 50 + index, seed, cross_modality=True)
+            cross_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(cross)]
+            print(f"Seed {seed}: CT to MR, dataset {cross_folder.name}", flush=True)
+            bench.train_all(cross_id, seed, cross_list)
+            cross_domains = [CT_SOURCE, *MR_TARGETS]
+            table, out = bench.evaluate(cross_id, cross_folder, cross_list, cross_domains, "evaluation", (CT_SOURCE,))
+            collect(cross, bench, cross_id, table, out, cross_list, cross_domains)
+        results["wall_s"] = time.perf_counter() - start
+        write_report(args, results, cross, options, machine, final=index == len(args.seeds) - 1)
+    return 0
 
-    cross = None
-    if args.cross_modality:
-        cross_arms = cross_modality_arms(args, bench, chosen)
-        cross_domains = [CT_SOURCE, *MR_TARGETS]
-        cross = new_results(cross_arms, cross_domains, command)
-        for i, seed in enumerate(args.seeds):
-            dataset_id, folder = bench.dataset(args.dataset_id + 50 + i, seed, cross_modality=True)
-            print(f"Seed {seed}: CT to MR, dataset {folder.name}", flush=True)
-            bench.train_all(dataset_id, seed, cross_arms)
-            table, out = bench.evaluate(dataset_id, folder, cross_arms, cross_domains, "evaluation", (CT_SOURCE,))
-            collect(cross, bench, dataset_id, table, out, cross_arms, cross_domains)
 
-    results["wall_s"] = time.perf_counter() - start
-    results["chosen_p"], results["validation_dice"] = chosen, {f"{p:g}": s for p, s in scores.items()}
+def _arms_of(results: dict) -> list[tuple[str, str, str]]:
+    return [(label, results["trainers"][label], results["plans"][label]) for label in results["dice"]]
+
+
+def write_report(
+    args: argparse.Namespace, results: dict, cross: dict | None, options: dict | None, machine: str, final: bool
+) -> None:
+    """Markdown, JSON and curves for the seeds finished so far (the final report once every seed is done)."""
     schedule = schedule_from_token(args.schedule)
     figure = save_curves(
         results, list(results["dice"]), args.report.with_suffix(".curves.png"),
         (schedule.iterations_per_epoch or 250) if schedule else 250,
     )  # fmt: skip
     text = report(args, results, cross, machine, figure)
+    if options is not None:
+        option_domains = list(next(iter(options["dice"].values())))
+        text += "\n\n### The DropGen authors' behaviours as options (first seed)\n\n" + "\n".join(
+            dice_table(options, list(options["dice"]), option_domains, SOURCE_DOMAIN)
+        )
+    if not final:
+        done = len(next(iter(results["target_mean"].values())))
+        text = f"**Partial: {done} of {len(args.seeds)} seeds done.**\n\n" + text
     write_text_atomic(args.report, text + "\n")
-    write_json_atomic(args.report.with_suffix(".json"), {"benchmark": results, "cross_modality": cross})
-    print("\n" + text + f"\n\nReport: {args.report}\nCurves: {figure}")
-    return 0
+    document = {"benchmark": results, "cross_modality": cross, "options": options, "final": final}
+    write_json_atomic(args.report.with_suffix(".json"), document)
+    print("\n" + text + f"\n\nReport: {args.report}\nCurves: {figure}", flush=True)
 
 
 if __name__ == "__main__":

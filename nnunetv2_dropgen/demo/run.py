@@ -27,7 +27,7 @@ from nnunetv2_dropgen.evaluation import (
     run_evaluation,
 )
 from nnunetv2_dropgen.evaluation.metrics import FOREGROUND
-from nnunetv2_dropgen.feature_extractors import get_extractor_spec
+from nnunetv2_dropgen.feature_extractors import EMBEDDED_DEFAULT, get_extractor_spec
 from nnunetv2_dropgen.plans import CPU_FIRST_STAGE_FEATURES, PlansVariant, write_variant
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset
 from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
@@ -35,7 +35,7 @@ from nnunetv2_dropgen.weights import ResolvedWeights, WeightsDownloadFailed, Wei
 
 PREFERRED_EXTRACTOR = "anatomix"
 """DropGen's extractor, used whenever its weights are on this machine or can be fetched quickly."""
-EMBEDDED_EXTRACTOR = "minimix"
+EMBEDDED_EXTRACTOR = EMBEDDED_DEFAULT
 """The extractor shipped in the package, used when anatomix cannot be had (offline, air-gapped)."""
 DATASET_NAME = "DropGenDemo"
 CPU_PLANS = "nnUNetPlansCPU"

@@ -8,7 +8,7 @@ from nnunetv2_dropgen.feature_extractors.anatomix import (
     anatomix_spec,
 )
 from nnunetv2_dropgen.feature_extractors.loading import load_pretrained
-from nnunetv2_dropgen.feature_extractors.minimix import MINIMIX
+from nnunetv2_dropgen.feature_extractors.minimix import EMBEDDED_DEFAULT, MINIMIX
 from nnunetv2_dropgen.feature_extractors.preprocessing import (
     FeatureNormalization,
     InputPreprocessing,
@@ -27,6 +27,7 @@ from nnunetv2_dropgen.feature_extractors.registry import (
 __all__ = [
     "ANATOMIX",
     "ANATOMIX_DEV",
+    "EMBEDDED_DEFAULT",
     "AnatomixConfig",
     "AnatomixUNet",
     "ExtractorSpec",
