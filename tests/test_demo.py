@@ -38,10 +38,10 @@ def test_offline_without_anatomix_the_demo_says_so_in_one_line_and_uses_the_embe
     no_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     extractor, weights = run.choose_extractor(None, None)
-    assert (extractor, weights.name, weights.origin, weights.verified) == ("minimix", "minimix", "package", True)
+    assert (extractor, weights.name, weights.origin, weights.verified) == ("minimix2", "minimix2", "package", True)
     said = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert len(said) == 1 and "anatomix weights are not on this machine" in said[0], said
-    assert "using the embedded extractor minimix" in said[0] and "--extractor anatomix" in said[0]
+    assert "using the embedded extractor minimix2" in said[0] and "--extractor anatomix" in said[0]
 
 
 def test_insisting_on_anatomix_offline_stops_before_writing_anything(
@@ -105,13 +105,13 @@ def test_tiny_demo_end_to_end_offline(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     out = done.stdout
-    assert "using the embedded extractor minimix" in done.stdout + done.stderr
-    dropgen = "DropGen (minimix)"
+    assert "using the embedded extractor minimix2" in done.stdout + done.stderr
+    dropgen = "DropGen (minimix2)"
 
     data = json.loads((workdir / "dice.json").read_text())
     assert data["test_sets"] == ["source", "inverted"] and data["in_domain"] == ["source"]
     assert data["models"] == [dropgen, "nnU-Net"] and data["baseline"] == "nnU-Net"
-    trainers = demo_trainer_names("tiny", "minimix")
+    trainers = demo_trainer_names("tiny", "minimix2")
     assert [m["trainer"] for m in data["model_details"]] == list(trainers)
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("| test set ") and "| cases " in line)
