@@ -23,6 +23,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 import torch.multiprocessing as mp
+from _core_helpers import one_torch_thread  # noqa: F401  (module-wide fixture)
 
 from nnunetv2_dropgen.cli import pretrain_command
 from nnunetv2_dropgen.feature_extractors import (
@@ -61,15 +62,6 @@ BRIEF_STEPS = 200
 
 def tiny_spec(name: str = TINY) -> ExtractorSpec:
     return anatomix_spec(name, AnatomixConfig(output_nc=8, num_downs=2, ngf=4))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """These tensors are small: one torch thread is several times faster than two contending for a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from _core_helpers import one_torch_thread  # noqa: F401  (module-wide fixture)
 from scipy import ndimage
 
 from nnunetv2_dropgen.feature_extractors import ANATOMIX, MINIMIX, AnatomixUNet
@@ -36,14 +37,6 @@ from nnunetv2_dropgen.pretraining.loop import (
 from nnunetv2_dropgen.pretraining.views import _apply_artefact, _library_transform, _percentile_normalized
 from nnunetv2_dropgen.synthetic import SHAPE_KINDS
 from nnunetv2_dropgen.synthetic.families import PRETRAINING_FAMILIES, family_mask
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,7 @@ The names below are imported on first use (PEP 562), so reading `evaluation.defa
 does) does not import nnU-Net's predictor and torch.
 """
 
-from importlib import import_module
-from typing import Any
+from nnunetv2_dropgen.lazy import lazy_exports
 
 _EXPORTS = {
     "EvaluationError": "errors",
@@ -20,9 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -65,3 +65,19 @@ class InstanceNormalization:
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         return F.instance_norm(features, eps=self.eps)
+
+
+@dataclass(frozen=True)
+class VoxelwiseNormalization:
+    """Standardize each voxel's feature vector across its channels (mean 0, std 1 over the F channels)."""
+
+    eps: float = 1e-5
+
+    @property
+    def identifier(self) -> str:
+        return f"voxelwise-norm(eps={self.eps:g})"
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        mean = features.mean(dim=1, keepdim=True)
+        std = features.var(dim=1, keepdim=True, unbiased=False).add(self.eps).sqrt()
+        return (features - mean) / std

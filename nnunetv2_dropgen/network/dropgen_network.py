@@ -14,8 +14,9 @@ from torch import nn
 
 from nnunetv2_dropgen.dropout import ChannelDropout
 from nnunetv2_dropgen.feature_extractors import ExtractorSpec
+from nnunetv2_dropgen.feature_extractors.preprocessing import VoxelwiseNormalization
 from nnunetv2_dropgen.network.feature_record import FeatureRecord
-from nnunetv2_dropgen.network.options import VoxelwiseNormalization, check_options, use_batch_statistics
+from nnunetv2_dropgen.network.options import check_options, use_batch_statistics
 
 _RECORD_KEY = "_extra_state"  # where nn.Module puts get_extra_state() in the state_dict
 

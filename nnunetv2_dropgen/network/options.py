@@ -17,8 +17,6 @@ built with other options. Checkpoints written before options existed record none
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -47,22 +45,6 @@ def use_batch_statistics(module: nn.Module) -> int:
             )
             count += 1
     return count
-
-
-@dataclass(frozen=True)
-class VoxelwiseNormalization:
-    """Standardize each voxel's feature vector across its channels (mean 0, std 1 over the F channels)."""
-
-    eps: float = 1e-5
-
-    @property
-    def identifier(self) -> str:
-        return f"voxelwise-norm(eps={self.eps:g})"
-
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        mean = features.mean(dim=1, keepdim=True)
-        std = features.var(dim=1, keepdim=True, unbiased=False).add(self.eps).sqrt()
-        return (features - mean) / std
 
 
 def check_options(options: tuple[str, ...]) -> tuple[str, ...]:

@@ -4,8 +4,7 @@ The names below are imported on first use (PEP 562): the command line reads the 
 (`synthetic.names`) without importing SimpleITK, scipy and nnU-Net.
 """
 
-from importlib import import_module
-from typing import Any
+from nnunetv2_dropgen.lazy import lazy_exports
 
 _EXPORTS = {
     "LABEL_KINDS": "dataset",
@@ -24,9 +23,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
