@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,45 @@ def test_readme_add_a_foundation_model_example_trains_through_nnunets_trainer_se
     assert "SPEC tiny-extractor 8 0.5 2" in result.stdout
     assert f"RECORD {sha256_file(weights)} minmax-per-patch" in result.stdout
     assert "OUT (1, 3, 20, 24, 28)" in result.stdout
+
+
+@pytest.mark.slow
+def test_readme_extractor_model_trains_and_evaluate_runs_to_the_end(tmp_path: Path) -> None:
+    """`nnunetv2_dropgen evaluate` looks the trainer up more than once in one process (its check, then nnU-Net's
+    predictor): with the README's module re-executed at every search, it must still run to the end."""
+    from _tiny_dataset import write_tiny_dataset
+
+    from nnunetv2_dropgen.ext_trainers import trainer_dir
+
+    block = next(b for b in python_blocks() if "register_extractor(ExtractorSpec(" in b)
+    folder = tmp_path / "my_extractors"
+    folder.mkdir()
+    (folder / "tiny_extractor.py").write_text(block)
+    weights = tmp_path / "tiny_extractor.pth"
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(compile(block.replace("register_extractor(", "spec = ("), "README.md", "exec"), namespace)
+    torch.save(namespace["TinyExtractor"]().state_dict(), weights)
+    folders = {name: tmp_path / name for name in ("raw", "preprocessed", "results")}
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(folders["raw"]),
+        "nnUNet_preprocessed": str(folders["preprocessed"]),
+        "nnUNet_results": str(folders["results"]),
+        "nnUNet_extTrainer": f"{trainer_dir()}{os.pathsep}{folder}",
+        "DROPGEN_WEIGHTS_TINY_EXTRACTOR": str(weights),
+    }
+    raw = write_tiny_dataset(folders["raw"], 971, num_cases=2)
+    labels = raw / "labelsTs"
+    labels.mkdir()
+    shutil.copy(raw / "labelsTr" / "case000.nii.gz", labels / "case002.nii.gz")  # any label of the right shape
+    trainer = "DropGenTrainer_tinyExtractor_demoTiny"
+    bin_dir = Path(sys.executable).parent
+    for command in (
+        ["nnUNetv2_plan_and_preprocess", "-d", "971", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
+        ["nnUNetv2_train", "971", "3d_fullres", "all", "-tr", trainer, "-device", "cpu"],
+        ["nnunetv2_dropgen", "evaluate", "-d", "971", "-tr", trainer, "--out", str(tmp_path / "evaluation")],
+    ):
+        done = subprocess.run([str(bin_dir / command[0]), *command[1:]], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"{command[0]}:\n{(done.stdout + done.stderr)[-3000:]}"
+    assert "| Ts " in done.stdout and (tmp_path / "evaluation" / "dice.json").is_file()
