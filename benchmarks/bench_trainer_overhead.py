@@ -230,6 +230,8 @@ def prepare_synthetic_dataset(
             configuration,
             "-np",
             str(min(4, os.cpu_count() or 1)),
+            "-npfp",
+            str(min(4, os.cpu_count() or 1)),
             "--verify_dataset_integrity",
         ]
         result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())

@@ -168,7 +168,8 @@ def nnunet_run(run: Run) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - started, 1)
 
     trainer_name = "DropGenTrainer_minimix_" + ("demoTiny" if run.tiny else "quick")
-    step("plan_and_preprocess", "nnUNetv2_plan_and_preprocess", "-d", "880", "-c", "3d_fullres", "-np", "2")
+    plan = ["-d", "880", "-c", "3d_fullres", "-np", "2", "-npfp", "2"]
+    step("plan_and_preprocess", "nnUNetv2_plan_and_preprocess", *plan)
     train = ["nnUNetv2_train", "880", "3d_fullres", "all", "-tr", trainer_name, "-device", run.device]
     step("train", *train)
     model = next((workdir / "nnUNet_results").glob("Dataset880_*")) / f"{trainer_name}__nnUNetPlans__3d_fullres"

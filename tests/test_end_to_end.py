@@ -27,6 +27,8 @@ from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.weights import packaged_path, sha256_file
 
 TRAINER = "DropGenTrainer_minimix_quick"
+SHORT = "DropGenTrainer_minimix_demoTiny"
+"""The same network as TRAINER, two iterations and no final validation: for runs whose result is their log."""
 ONE_CH, TWO_CH = 991, 992
 EMBEDDED = get_extractor_spec("minimix").weights
 UNUSABLE = "/nonexistent/minimix.pth"
@@ -74,8 +76,8 @@ class Workspace:
         assert done.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
         return output
 
-    def model_folder(self, dataset: int, results: Path | None = None) -> Path:
-        return next((results or self.results).glob(f"Dataset{dataset}_*")) / f"{TRAINER}__nnUNetPlans__3d_fullres"
+    def model_folder(self, dataset: int, results: Path | None = None, trainer: str = TRAINER) -> Path:
+        return next((results or self.results).glob(f"Dataset{dataset}_*")) / f"{trainer}__nnUNetPlans__3d_fullres"
 
     def train(self, dataset: int, *extra: str, weights: str | None = None) -> str:
         return self.run(
@@ -299,10 +301,10 @@ def test_fine_tuning_with_pretrained_weights_keeps_the_checkpoints_extractor(
     """nnU-Net's -pretrained_weights with a DropGen checkpoint: the backbone and its extractor come along."""
     source = trained / "checkpoint_final.pth"
     workspace.run(
-        "nnUNetv2_train", str(ONE_CH), "3d_fullres", "2", "-tr", TRAINER, "-device", "cpu",
+        "nnUNetv2_train", str(ONE_CH), "3d_fullres", "2", "-tr", SHORT, "-device", "cpu",
         "-pretrained_weights", str(source), weights=None,
     )  # fmt: skip
-    fold = workspace.model_folder(ONE_CH) / "fold_2"
+    fold = workspace.model_folder(ONE_CH, trainer=SHORT) / "fold_2"
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert f"DropGen: extractor weights kept from the -pretrained_weights checkpoint {source}" in log
     pretrained = torch.load(source, map_location="cpu", weights_only=False)["network_weights"]
@@ -320,10 +322,11 @@ def test_fine_tuning_with_other_extractor_weights_says_the_features_changed(
     torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, other)
     source = trained / "checkpoint_final.pth"
     workspace.run(
-        "nnUNetv2_train", str(ONE_CH), "3d_fullres", "3", "-tr", TRAINER, "-device", "cpu",
+        "nnUNetv2_train", str(ONE_CH), "3d_fullres", "3", "-tr", SHORT, "-device", "cpu",
         "-pretrained_weights", str(source), weights=str(other),
     )  # fmt: skip
-    log = "".join(p.read_text() for p in (workspace.model_folder(ONE_CH) / "fold_3").glob("training_log_*.txt"))
+    fold = workspace.model_folder(ONE_CH, trainer=SHORT) / "fold_3"
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert f"DropGen: NOTE: the backbone of {source} was trained on the features of other extractor weights" in log
     assert f"DROPGEN_WEIGHTS_MINIMIX now gives sha256 {sha256_file(other)}" in log
 
@@ -365,7 +368,7 @@ class MyTrainer(nnUNetTrainer):
 
     def __init__(self, plans, configuration, fold, dataset_json, device=None):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 4, 2
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1
 
 
 class MyDropGen(DropGen, MyTrainer):
@@ -375,7 +378,7 @@ class MyDropGen(DropGen, MyTrainer):
 
 @pytest.mark.parametrize(
     "trainer, plans",
-    [("nnUNetTrainerDA5_DropGen_minimix_quick", "nnUNetResEncUNetMPlans"), ("MyDropGen", "nnUNetPlans")],
+    [("nnUNetTrainerDA5_DropGen_minimix_demoTiny", "nnUNetResEncUNetMPlans"), ("MyDropGen", "nnUNetPlans")],
 )
 def test_dropgen_on_other_trainers_trains_continues_and_predicts(
     workspace: Workspace, trainer: str, plans: str
@@ -399,11 +402,14 @@ def test_dropgen_on_other_trainers_trains_continues_and_predicts(
         assert torch.equal(final["network_weights"][f"extractor.{key}"], value), key
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert f"DropGen: trainer {trainer}, extractor minimix" in log
-    torch.save(dict(final, current_epoch=1), fold / "checkpoint_latest.pth")
+    epochs = final["current_epoch"]
+    torch.save(
+        dict(final, current_epoch=epochs - 1), fold / "checkpoint_latest.pth"
+    )  # as if the last epoch had not run
     (fold / "checkpoint_final.pth").unlink()
     workspace.run(*train, "--c", weights=UNUSABLE, extra_env=extra)
     resumed = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert resumed["current_epoch"] == 2
+    assert resumed["current_epoch"] == epochs
     assert all(torch.equal(resumed["network_weights"][f"extractor.{k}"], v) for k, v in embedded.items())
     out = workspace.root / f"pred_{trainer}"
     images = next(workspace.raw.glob(f"Dataset{ONE_CH}_*")) / "imagesTs"
