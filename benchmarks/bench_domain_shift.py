@@ -110,7 +110,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--extractor", default="minimix2", help="DropGen's extractor (default: minimix2, embedded)")
     parser.add_argument("--with-anatomix", action="store_true", help="add DropGen with the published anatomix")
     parser.add_argument("--choose-p", type=float, nargs="+", help="dropout p to choose from on the validation domain")
-    parser.add_argument("--few-shot", type=int, default=2, help="training cases of the few-shot arms (default: 2)")
+    parser.add_argument(
+        "--few-shot", type=int, default=2, help="training cases of the few-shot arms (default: 2; 0: no few-shot arms)"
+    )
     parser.add_argument("--num-train", type=int, help="training cases (default: 8; --tiny: 4)")
     parser.add_argument("--num-test", type=int, help="test cases per domain (default: 4; --tiny: 1)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="default: 32^3 (48^3 on cuda)")
@@ -310,6 +312,8 @@ def arms_for(args: argparse.Namespace, p: float) -> list[Arm]:
     ]
     if args.with_anatomix:
         arms.append(Arm("DropGen anatomix", dropgen_name("anatomix", schedule, p), plans=plans))
+    if not args.few_shot:
+        return arms
     few = f"{args.few_shot} cases"
     arms += [
         Arm(f"ERM {few}", arms[0].trainer, "0", plans),
@@ -424,7 +428,9 @@ def report(args: argparse.Namespace, results: dict, cross: dict | None, machine:
         f"- Data: synthetic, {args.num_train} training cases ({SOURCE_DOMAIN}), {args.num_test} test case(s) per "
         f"domain, shape {'x'.join(map(str, args.shape))}; seeds {', '.join(map(str, args.seeds))}",
         f"- Schedule `{args.schedule}` ({iterations} iterations) for every trainer, plans `{args.plans}`, "
-        f"{CONFIGURATION}, fold all (few-shot arms: fold 0 of a {args.few_shot}-case split); prediction "
+        f"{CONFIGURATION}, fold all"
+        + (f" (few-shot arms: fold 0 of a {args.few_shot}-case split)" if args.few_shot else " (no few-shot arms)")
+        + "; prediction "
         + ("without mirroring (--disable-tta)" if args.disable_tta else "with nnU-Net's mirroring"),
         f"- DropGen's extractor: `{args.extractor}`; p chosen on the validation domain: {results['chosen_p']:g} "
         "(validation Dice: " + ", ".join(f"p={p}: {s:.3f}" for p, s in results["validation_dice"].items()) + ")",
@@ -485,12 +491,22 @@ def main() -> int:
     if args.cross_modality:
         cross = new_results(cross_modality_arms(args, bench, chosen), [CT_SOURCE, *MR_TARGETS], command)
     # seed by seed, every experiment of a seed before the next seed, the report rewritten after each
+    # experiment (a run stopped half-way leaves what finished); options and CT to MR join it once measured
+    shown: dict[str, dict | None] = {"options": None, "cross": None}
+
+    def report_so_far(index: int) -> None:
+        results["wall_s"] = time.perf_counter() - start
+        final = index == len(args.seeds) - 1 and shown["cross"] is cross and shown["options"] is options
+        write_report(args, results, shown["cross"], shown["options"], machine, final)
+
     for index, ((dataset_id, folder), seed) in enumerate(zip(datasets, args.seeds, strict=True)):
         print(f"Seed {seed}: dataset {folder.name}", flush=True)
-        bench.few_shot_split(dataset_id, seed)
+        if args.few_shot:
+            bench.few_shot_split(dataset_id, seed)
         bench.train_all(dataset_id, seed, arms)
         table, out = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
         collect(results, bench, dataset_id, table, out, arms, domains)
+        report_so_far(index)
         if options is not None and index == 0:
             option_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(options)]
             option_domains = list(next(iter(options["dice"].values())))
@@ -498,6 +514,8 @@ def main() -> int:
             bench.train_all(dataset_id, seed, option_list)
             table, out = bench.evaluate(dataset_id, folder, option_list, option_domains, "evaluation_options")
             collect(options, bench, dataset_id, table, out, option_list, option_domains)
+            shown["options"] = options
+            report_so_far(index)
         if cross is not None:
             cross_id, cross_folder = bench.dataset(args.dataset_id + 50 + index, seed, cross_modality=True)
             cross_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(cross)]
@@ -506,8 +524,8 @@ def main() -> int:
             cross_domains = [CT_SOURCE, *MR_TARGETS]
             table, out = bench.evaluate(cross_id, cross_folder, cross_list, cross_domains, "evaluation", (CT_SOURCE,))
             collect(cross, bench, cross_id, table, out, cross_list, cross_domains)
-        results["wall_s"] = time.perf_counter() - start
-        write_report(args, results, cross, options, machine, final=index == len(args.seeds) - 1)
+            shown["cross"] = cross
+            report_so_far(index)
     return 0
 
 
@@ -532,7 +550,20 @@ def write_report(
         )
     if not final:
         done = len(next(iter(results["target_mean"].values())))
-        text = f"**Partial: {done} of {len(args.seeds)} seeds done.**\n\n" + text
+        missing = [
+            name
+            for name, wanted, shown in (
+                ("the options", args.option_arms, options),
+                ("CT to MR", args.cross_modality, cross),
+            )
+            if wanted and not shown
+        ]
+        text = (
+            f"**Partial: {done} of {len(args.seeds)} seeds done"
+            + (f"; not yet measured: {' and '.join(missing)}" if missing else "")
+            + ".**\n\n"
+            + text
+        )
     write_text_atomic(args.report, text + "\n")
     document = {"benchmark": results, "cross_modality": cross, "options": options, "final": final}
     write_json_atomic(args.report.with_suffix(".json"), document)
