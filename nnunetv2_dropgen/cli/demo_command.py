@@ -32,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--extractor",
-        choices=("anatomix", "minimix"),
+        choices=("anatomix", "minimix2", "minimix"),
         help="DropGen's extractor; default: anatomix when its weights are here or download quickly, else the "
-        "embedded minimix (say --extractor anatomix to insist on anatomix)",
+        "embedded minimix2 (say --extractor anatomix to insist on anatomix; minimix is the older, weaker one)",
     )
     parser.add_argument(
         "--weights",
@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--schedule",
         choices=SCHEDULES,
-        help="training length, the same for both trainers: tiny (smoke test), cpu (120 iterations; the whole demo "
-        "took 10 min on 2 cores), gpu (3000, better-trained models); default: gpu with CUDA, else cpu",
+        help="training length, the same for both trainers: tiny (2 iterations), cpu (1000), gpu (3000); the network "
+        "is nnU-Net's with CUDA and the narrow nnUNetPlansCPU on a CPU; default: gpu with CUDA, else cpu",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
     parser.add_argument("--num-train", type=int, help="training cases (default: 8; --tiny: 2)")

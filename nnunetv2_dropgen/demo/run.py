@@ -42,7 +42,7 @@ CPU_PLANS = "nnUNetPlansCPU"
 CONFIGURATION = "3d_fullres"
 FOLD = "all"  # train on every source case: no cross-validation split, so few cases suffice
 BASELINE_HEADER = "nnU-Net"
-"""The baseline's name in the table and the figure; DropGen's names its extractor, e.g. 'DropGen (minimix)'."""
+"""The baseline's name in the table and the figure; DropGen's names its extractor, e.g. 'DropGen (minimix2)'."""
 FIGURE_NAME = "dropgen_demo.png"
 
 
@@ -154,7 +154,7 @@ def choose_extractor(requested: str | None, weights: Path | None) -> tuple[str, 
 
     Asked for by name (or with a weights file, which is anatomix's unless named otherwise): that one or a
     WeightsError. Otherwise anatomix when its weights are here or download quickly, else the embedded
-    minimix, said in one line.
+    extractor (EMBEDDED_EXTRACTOR), said in one line.
     """
     name = requested or (PREFERRED_EXTRACTOR if weights is not None else None)
     if name is not None:

@@ -1,5 +1,5 @@
-"""Trainer names that compose: DropGenTrainer[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<schedule>],
-and the same DropGen parts on any of nnU-Net's own trainers: <nnU-Net trainer>_DropGen[_<extractor>]...
+"""Trainer names that compose: DropGenTrainer[_<extractor>][_p<NNN>][_noDropout|_featuresOnly][_<options>]
+[_<schedule>], and the same DropGen parts on any of nnU-Net's own trainers: <nnU-Net trainer>_DropGen[_<extractor>]...
 
 nnU-Net finds a trainer by `hasattr(module, name)` on each module it imports, so the trainer modules
 answer any well-formed name with a class built from it (PEP 562 module `__getattr__`). Everything that
