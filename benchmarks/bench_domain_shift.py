@@ -62,7 +62,7 @@ from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_com
 from nnunetv2_dropgen.evaluation import EvaluationRequest, ModelSpec, PredictionSettings, TestSet, run_evaluation
 from nnunetv2_dropgen.evaluation.files import write_json_atomic, write_text_atomic
 from nnunetv2_dropgen.evaluation.report import EvaluationTable
-from nnunetv2_dropgen.feature_extractors import available_extractors, get_extractor_spec
+from nnunetv2_dropgen.feature_extractors import EMBEDDED_DEFAULT, available_extractors, get_extractor_spec
 from nnunetv2_dropgen.plans import CPU_FIRST_STAGE_FEATURES, PlansVariant, write_variant
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset, list_domains
 from nnunetv2_dropgen.synthetic.domains import Domain
@@ -107,7 +107,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--plans", choices=("cpu", "default"), help="default: cpu (narrow) on a CPU, else nnU-Net's")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--tiny: 0)")
-    parser.add_argument("--extractor", default="minimix2", help="DropGen's extractor (default: minimix2, embedded)")
+    parser.add_argument(
+        "--extractor", default=EMBEDDED_DEFAULT, help=f"DropGen's extractor (default: {EMBEDDED_DEFAULT}, embedded)"
+    )
     parser.add_argument("--with-anatomix", action="store_true", help="add DropGen with the published anatomix")
     parser.add_argument("--choose-p", type=float, nargs="+", help="dropout p to choose from on the validation domain")
     parser.add_argument(

@@ -222,6 +222,7 @@ def prepare_synthetic_dataset(
     )
     name = folder.name
     if not (preprocessed_dir / name / f"{PLANS}_{configuration}").is_dir():
+        workers = str(min(4, os.cpu_count() or 1))
         command = [
             str(Path(sys.executable).with_name("nnUNetv2_plan_and_preprocess")),
             "-d",
@@ -229,9 +230,9 @@ def prepare_synthetic_dataset(
             "-c",
             configuration,
             "-np",
-            str(min(4, os.cpu_count() or 1)),
+            workers,
             "-npfp",
-            str(min(4, os.cpu_count() or 1)),
+            workers,
             "--verify_dataset_integrity",
         ]
         result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())

@@ -403,9 +403,8 @@ def test_dropgen_on_other_trainers_trains_continues_and_predicts(
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert f"DropGen: trainer {trainer}, extractor minimix" in log
     epochs = final["current_epoch"]
-    torch.save(
-        dict(final, current_epoch=epochs - 1), fold / "checkpoint_latest.pth"
-    )  # as if the last epoch had not run
+    # as if the last epoch had not run
+    torch.save(dict(final, current_epoch=epochs - 1), fold / "checkpoint_latest.pth")
     (fold / "checkpoint_final.pth").unlink()
     workspace.run(*train, "--c", weights=UNUSABLE, extra_env=extra)
     resumed = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
