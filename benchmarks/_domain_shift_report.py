@@ -119,8 +119,13 @@ def convergence_table(results: Mapping, arms: Sequence[str]) -> list[str]:
 def verdict(results: Mapping, source: str) -> list[str]:
     """The targets against what was measured."""
     lines = []
+    if "DropGen" not in results["dice"]:
+        return ["- DropGen was not among this run's arms (--arms): no verdict"]
     dropgen = np.nanmean(results["target_mean"]["DropGen"])
     for arm, margin in TARGETS.items():
+        if arm not in results["target_mean"]:
+            lines.append(f"- DropGen vs {arm} + {margin:.2f}: not measured ({arm} was not among this run's arms)")
+            continue
         other = np.nanmean(results["target_mean"][arm])
         met = "met" if dropgen >= other + margin else "MISSED"
         lines.append(f"- DropGen mean over targets {dropgen:.3f} vs {arm} {other:.3f} + {margin:.2f}: {met}")

@@ -94,6 +94,9 @@ class Arm:
     plans: str = DEFAULT_PLANS
 
 
+MAIN_ARMS = ("ERM", "DA5", "DropGen", "DropGen DA5", "noDropout", "featuresOnly")
+
+
 def parse_args() -> argparse.Namespace:
     targets = [d for d in list_domains() if d != SOURCE_DOMAIN]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,6 +128,13 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="measure the DropGen authors' behaviours (bnBatch, volumeScaling, unitImage, voxelNorm) against DropGen, "
         "also on test volumes padded to 8x the voxels with background (where per-volume scaling differs)",
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        choices=MAIN_ARMS,
+        help="train and report only these arms (ERM, the baseline, always; default: all; quote 'DropGen DA5'); "
+        "a later run with more arms reuses every finished model",
     )
     parser.add_argument("--parallel", type=int, default=1, help="models trained at once, one thread each (default 1)")
     parser.add_argument(
@@ -303,26 +313,25 @@ def choose_p(bench: Bench, dataset_id: int, folder: Path, seed: int) -> tuple[fl
 
 def arms_for(args: argparse.Namespace, p: float) -> list[Arm]:
     schedule, extractor, plans = args.schedule, args.extractor, args.plans
+    erm, da5 = f"nnUNetTrainer_{schedule}", f"nnUNetTrainerDA5_{schedule}"
     dropgen = dropgen_name(extractor, schedule, p)
-    arms = [
-        Arm("ERM", f"nnUNetTrainer_{schedule}", plans=plans),
-        Arm("DA5", f"nnUNetTrainerDA5_{schedule}", plans=plans),
-        Arm("DropGen", dropgen, plans=plans),
-        Arm("DropGen DA5", dropgen_name(extractor, schedule, p, base="nnUNetTrainerDA5"), plans=plans),
-        Arm("noDropout", dropgen_name(extractor, schedule, ablation="noDropout"), plans=plans),
-        Arm("featuresOnly", dropgen_name(extractor, schedule, ablation="featuresOnly"), plans=plans),
-    ]
+    trainers = {
+        "ERM": erm,
+        "DA5": da5,
+        "DropGen": dropgen,
+        "DropGen DA5": dropgen_name(extractor, schedule, p, base="nnUNetTrainerDA5"),
+        "noDropout": dropgen_name(extractor, schedule, ablation="noDropout"),
+        "featuresOnly": dropgen_name(extractor, schedule, ablation="featuresOnly"),
+    }
+    chosen = {"ERM", *args.arms} if args.arms else set(MAIN_ARMS)
+    arms = [Arm(label, trainers[label], plans=plans) for label in MAIN_ARMS if label in chosen]
     if args.with_anatomix:
         arms.append(Arm("DropGen anatomix", dropgen_name("anatomix", schedule, p), plans=plans))
     if not args.few_shot:
         return arms
     few = f"{args.few_shot} cases"
-    arms += [
-        Arm(f"ERM {few}", arms[0].trainer, "0", plans),
-        Arm(f"DA5 {few}", arms[1].trainer, "0", plans),
-        Arm(f"DropGen {few}", dropgen, "0", plans),
-    ]
-    return arms
+    few_shot = {"ERM": erm, "DA5": da5, "DropGen": dropgen}
+    return arms + [Arm(f"{label} {few}", trainer, "0", plans) for label, trainer in few_shot.items() if label in chosen]
 
 
 def option_arms(args: argparse.Namespace, p: float) -> list[Arm]:
