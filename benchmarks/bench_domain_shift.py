@@ -35,6 +35,7 @@ run resumes; --parallel N trains N models at once, one torch thread each.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -63,6 +64,8 @@ from nnunetv2_dropgen.evaluation import EvaluationRequest, ModelSpec, Prediction
 from nnunetv2_dropgen.evaluation.files import write_json_atomic, write_text_atomic
 from nnunetv2_dropgen.evaluation.report import EvaluationTable
 from nnunetv2_dropgen.feature_extractors import EMBEDDED_DEFAULT, available_extractors, get_extractor_spec
+from nnunetv2_dropgen.network.feature_record import FeatureRecord
+from nnunetv2_dropgen.network.options import OPTIONS, check_options
 from nnunetv2_dropgen.plans import CPU_FIRST_STAGE_FEATURES, PlansVariant, write_variant
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset, list_domains
 from nnunetv2_dropgen.synthetic.domains import Domain
@@ -74,6 +77,9 @@ CONFIGURATION = "3d_fullres"
 DEFAULT_PLANS, CPU_PLANS = "nnUNetPlans", "nnUNetPlansCPU"
 VALIDATION = Domain("validation", (0.6, 0.2, 0.95, 0.35), noise_std=0.06, bias_field_strength=0.3)
 """The settings-selection domain: a contrast remapping with noise and bias that no test domain has."""
+INFERENCE_ONLY_OPTIONS = ("volumeScaling",)
+"""Options that change prediction only (network.options): their arm is DropGen's trained weights with the option
+recorded, so the comparison with DropGen is paired, free of training noise, and costs no training."""
 _TRAIN_SEEDED = (
     "import os, random, sys, numpy, torch; seed = int(sys.argv[1]); random.seed(seed); numpy.random.seed(seed); "
     "torch.manual_seed(seed); threads = int(os.environ.get('DROPGEN_BENCH_THREADS', '0')); "
@@ -130,6 +136,12 @@ def parse_args() -> argparse.Namespace:
         "also on test volumes padded to 8x the voxels with background (where per-volume scaling differs)",
     )
     parser.add_argument(
+        "--options",
+        nargs="+",
+        choices=OPTIONS,
+        help="with --option-arms: only these options (default: all four)",
+    )
+    parser.add_argument(
         "--arms",
         nargs="+",
         choices=MAIN_ARMS,
@@ -155,6 +167,7 @@ def parse_args() -> argparse.Namespace:
     args.num_test = args.num_test or (1 if tiny else 4)
     args.shape = tuple(args.shape or ((48, 48, 48) if not cpu and not tiny else (32, 32, 32)))
     args.domains = args.domains or (["inverted"] if tiny else targets)
+    args.options = tuple(args.options or OPTIONS)
     args.workdir = args.workdir.resolve()
     args.report = (args.report or args.workdir / "domain_shift_report.md").resolve()
     return args
@@ -264,13 +277,44 @@ class Bench:
             env["DROPGEN_BENCH_THREADS"] = "1"
         start = time.perf_counter()
         run_logged(f"training {arm.trainer} on dataset {dataset_id}", command, log, env)
-        self.times[f"{dataset_id}/{arm.trainer}/{arm.plans}/{arm.fold}"] = time.perf_counter() - start
+        self.record_time(f"{dataset_id}/{arm.trainer}/{arm.plans}/{arm.fold}", time.perf_counter() - start)
+
+    def record_time(self, key: str, seconds: float) -> None:
+        """Add one training's wall time to train_times.json, keeping what other runs wrote meanwhile."""
+        if self.times_file.is_file():
+            self.times.update({k: v for k, v in json.loads(self.times_file.read_text()).items() if k not in self.times})
+        self.times[key] = seconds
         write_json_atomic(self.times_file, self.times)
 
     def train_all(self, dataset_id: int, seed: int, arms: Sequence[Arm]) -> None:
+        """Train every distinct model of `arms` (an arm listed twice trains once), --parallel at a time."""
+        distinct = list({(a.trainer, a.plans, a.fold): a for a in arms}.values())
         with ThreadPoolExecutor(max_workers=max(1, self.args.parallel)) as pool:
-            for done in [pool.submit(self.train, dataset_id, seed, arm) for arm in arms]:
+            for done in [pool.submit(self.train, dataset_id, seed, arm) for arm in distinct]:
                 done.result()
+
+    def derive(self, dataset_id: int, trained: Arm, derived: Arm, option: str) -> None:
+        """`derived`'s model: `trained`'s final checkpoint with `option` (inference only) added to its feature
+        record and its trainer name, beside a copy of its plans and dataset.json. nnUNetv2_predict then builds
+        the network with the option, and the record check still refuses any other difference."""
+        import shutil
+
+        source, target = self.model_folder(dataset_id, trained), self.model_folder(dataset_id, derived)
+        if (target / "checkpoint_final.pth").is_file():
+            return
+        checkpoint = torch.load(source / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        weights = checkpoint["network_weights"]
+        record = FeatureRecord.from_state(weights["_extra_state"])
+        options = check_options((*record.options, option))
+        weights["_extra_state"] = dataclasses.replace(record, options=options).to_state()
+        checkpoint["trainer_name"] = derived.trainer
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+            shutil.copyfile(source.parent / name, target.parent / name)
+        partial = target / "checkpoint_final.pth.partial"
+        torch.save(checkpoint, partial)
+        partial.replace(target / "checkpoint_final.pth")
+        print(f"  {derived.label}: {trained.trainer}'s weights with {option} at prediction (no training)", flush=True)
 
     def evaluate(
         self,
@@ -335,14 +379,18 @@ def arms_for(args: argparse.Namespace, p: float) -> list[Arm]:
 
 
 def option_arms(args: argparse.Namespace, p: float) -> list[Arm]:
-    """ERM, DropGen, and DropGen with each of the authors' behaviours (network.options.OPTIONS)."""
-    from nnunetv2_dropgen.network.options import OPTIONS
+    """DropGen (the baseline of the paired differences), DropGen with each chosen authors' behaviour
+    (network.options.OPTIONS), and ERM."""
+    dropgen = dropgen_name(args.extractor, args.schedule, p)
+    base = dropgen.removesuffix(f"_{args.schedule}")
+    arms = [Arm("DropGen", dropgen, plans=args.plans)]
+    arms += [Arm(f"DropGen {o}", f"{base}_{o}_{args.schedule}", plans=args.plans) for o in args.options]
+    return [*arms, Arm("ERM", f"nnUNetTrainer_{args.schedule}", plans=args.plans)]
 
-    base = dropgen_name(args.extractor, args.schedule, p).removesuffix(f"_{args.schedule}")
-    arms = [Arm("ERM", f"nnUNetTrainer_{args.schedule}", plans=args.plans)]
-    arms.append(Arm("DropGen", dropgen_name(args.extractor, args.schedule, p), plans=args.plans))
-    arms += [Arm(f"DropGen {o}", f"{base}_{o}_{args.schedule}", plans=args.plans) for o in OPTIONS]
-    return arms
+
+def inference_only_option(arm: Arm) -> str | None:
+    """The option of an option arm that changes prediction only (its training is DropGen's), else None."""
+    return next((o for o in INFERENCE_ONLY_OPTIONS if arm.label == f"DropGen {o}"), None)
 
 
 def padded_test_set(folder: Path, domain: str, factor: int = 2) -> str:
@@ -514,15 +562,20 @@ def main() -> int:
         print(f"Seed {seed}: dataset {folder.name}", flush=True)
         if args.few_shot:
             bench.few_shot_split(dataset_id, seed)
-        bench.train_all(dataset_id, seed, arms)
+        option_list = []
+        if options is not None and index == 0:
+            option_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(options)]
+        # the options train in the same pool as the main arms: two cores stay busy until the last model
+        bench.train_all(dataset_id, seed, [*arms, *(a for a in option_list if not inference_only_option(a))])
         table, out = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
         collect(results, bench, dataset_id, table, out, arms, domains)
         report_so_far(index)
-        if options is not None and index == 0:
-            option_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(options)]
-            option_domains = list(next(iter(options["dice"].values())))
+        if option_list:
             print(f"Options: seed {seed}, dataset {folder.name}", flush=True)
-            bench.train_all(dataset_id, seed, option_list)
+            for arm in option_list:
+                if option := inference_only_option(arm):
+                    bench.derive(dataset_id, next(a for a in option_list if a.label == "DropGen"), arm, option)
+            option_domains = list(next(iter(options["dice"].values())))
             table, out = bench.evaluate(dataset_id, folder, option_list, option_domains, "evaluation_options")
             collect(options, bench, dataset_id, table, out, option_list, option_domains)
             shown["options"] = options
@@ -556,9 +609,24 @@ def write_report(
     text = report(args, results, cross, machine, figure)
     if options is not None:
         option_domains = list(next(iter(options["dice"].values())))
-        text += "\n\n### The DropGen authors' behaviours as options (first seed)\n\n" + "\n".join(
-            dice_table(options, list(options["dice"]), option_domains, SOURCE_DOMAIN)
-        )
+        option_labels = [label for label in options["dice"] if label.startswith("DropGen ")]
+        derived = [o for o in INFERENCE_ONLY_OPTIONS if f"DropGen {o}" in option_labels]
+        lines = [
+            "",
+            "",
+            "### The DropGen authors' behaviours as options (first seed)",
+            "",
+            *dice_table(options, list(options["dice"]), option_domains, SOURCE_DOMAIN),
+        ]
+        if derived:
+            lines += [
+                "",
+                f"{', '.join(derived)} change(s) prediction only: DropGen's trained weights, predicted with it.",
+            ]
+        for label in option_labels:
+            lines += ["", f"{label} minus DropGen (paired per test case; 95 % t-interval):", ""]
+            lines += difference_table(options, option_domains, label, "DropGen")
+        text += "\n".join(lines)
     if not final:
         done = len(next(iter(results["target_mean"].values())))
         missing = [
