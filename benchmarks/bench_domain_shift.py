@@ -39,6 +39,7 @@ import dataclasses
 import json
 import math
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -297,8 +298,6 @@ class Bench:
         """`derived`'s model: `trained`'s final checkpoint with `option` (inference only) added to its feature
         record and its trainer name, beside a copy of its plans and dataset.json. nnUNetv2_predict then builds
         the network with the option, and the record check still refuses any other difference."""
-        import shutil
-
         source, target = self.model_folder(dataset_id, trained), self.model_folder(dataset_id, derived)
         if (target / "checkpoint_final.pth").is_file():
             return
