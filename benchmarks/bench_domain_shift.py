@@ -387,9 +387,9 @@ def option_arms(args: argparse.Namespace, p: float) -> list[Arm]:
     return [*arms, Arm("ERM", f"nnUNetTrainer_{args.schedule}", plans=args.plans)]
 
 
-def inference_only_option(arm: Arm) -> str | None:
-    """The option of an option arm that changes prediction only (its training is DropGen's), else None."""
-    return next((o for o in INFERENCE_ONLY_OPTIONS if arm.label == f"DropGen {o}"), None)
+def inference_only_option(label: str) -> str | None:
+    """The option of the option arm `label` if it changes prediction only (its training is DropGen's), else None."""
+    return next((o for o in INFERENCE_ONLY_OPTIONS if label == f"DropGen {o}"), None)
 
 
 def padded_test_set(folder: Path, domain: str, factor: int = 2) -> str:
@@ -565,15 +565,16 @@ def main() -> int:
         if options is not None and index == 0:
             option_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(options)]
         # the options train in the same pool as the main arms: two cores stay busy until the last model
-        bench.train_all(dataset_id, seed, [*arms, *(a for a in option_list if not inference_only_option(a))])
+        bench.train_all(dataset_id, seed, [*arms, *(a for a in option_list if not inference_only_option(a.label))])
         table, out = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
         collect(results, bench, dataset_id, table, out, arms, domains)
         report_so_far(index)
         if option_list:
             print(f"Options: seed {seed}, dataset {folder.name}", flush=True)
+            dropgen = next(a for a in option_list if a.label == "DropGen")
             for arm in option_list:
-                if option := inference_only_option(arm):
-                    bench.derive(dataset_id, next(a for a in option_list if a.label == "DropGen"), arm, option)
+                if option := inference_only_option(arm.label):
+                    bench.derive(dataset_id, dropgen, arm, option)
             option_domains = list(next(iter(options["dice"].values())))
             table, out = bench.evaluate(dataset_id, folder, option_list, option_domains, "evaluation_options")
             collect(options, bench, dataset_id, table, out, option_list, option_domains)
@@ -609,7 +610,7 @@ def write_report(
     if options is not None:
         option_domains = list(next(iter(options["dice"].values())))
         option_labels = [label for label in options["dice"] if label.startswith("DropGen ")]
-        derived = [o for o in INFERENCE_ONLY_OPTIONS if f"DropGen {o}" in option_labels]
+        derived = [option for label in option_labels if (option := inference_only_option(label))]
         lines = [
             "",
             "",
