@@ -1,4 +1,6 @@
 #!/bin/bash
+# As run on 2026-11-30: /work/bench_src was a git worktree of this repository at 557b759 (removed since); on
+# another machine use a checkout, and the nnUNet_results/ folder beside this script for the trained model.
 source /work/main/.venv/bin/activate
 export PYTHONPATH=/work/bench_src
 export nnUNet_raw=/work/bench/nnUNet_raw nnUNet_preprocessed=/work/bench/nnUNet_preprocessed nnUNet_results=/work/bench/nnUNet_results

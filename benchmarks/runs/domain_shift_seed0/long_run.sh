@@ -1,4 +1,6 @@
 #!/bin/bash
+# As run on 2026-11-30: /work/bench_src was a git worktree of this repository at 557b759 (removed since); on
+# another machine use a checkout, and the nnUNet_results/ folder beside this script for the trained model.
 # DropGen p=0.75 on seed 0's benchmark dataset for 12,000 iterations (4x cpuBench), one torch thread, seeded as the benchmark does.
 source /work/main/.venv/bin/activate
 export PYTHONPATH=/work/bench_src
