@@ -155,7 +155,9 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="predict without nnU-Net's mirroring (its --disable_tta): 8x fewer network passes, for slow CPUs",
     )
-    parser.add_argument("--dataset-id", type=int, default=620, help="first dataset id; seed i uses id + i")
+    parser.add_argument(
+        "--dataset-id", type=int, default=620, help="seed s uses dataset id + s (CT to MR: id + 50 + s)"
+    )
     parser.add_argument("--report", type=Path, help="Markdown report (default: <workdir>/domain_shift_report.md)")
     args = parser.parse_args()
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -533,7 +535,7 @@ def main() -> int:
     bench = Bench(args)
     start = time.perf_counter()
 
-    datasets = [bench.dataset(args.dataset_id + i, seed) for i, seed in enumerate(args.seeds)]
+    datasets = [bench.dataset(args.dataset_id + seed, seed) for seed in args.seeds]
     print(f"Choosing DropGen's p on the '{VALIDATION.name}' domain (seed {args.seeds[0]})", flush=True)
     chosen, scores = choose_p(bench, *datasets[0], args.seeds[0])
     print(f"  chosen p = {chosen:g}: " + ", ".join(f"p={p:g} {s:.3f}" for p, s in scores.items()), flush=True)
@@ -581,7 +583,7 @@ def main() -> int:
             shown["options"] = options
             report_so_far(index)
         if cross is not None:
-            cross_id, cross_folder = bench.dataset(args.dataset_id + 50 + index, seed, cross_modality=True)
+            cross_id, cross_folder = bench.dataset(args.dataset_id + 50 + seed, seed, cross_modality=True)
             cross_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(cross)]
             print(f"Seed {seed}: CT to MR, dataset {cross_folder.name}", flush=True)
             bench.train_all(cross_id, seed, cross_list)
@@ -626,6 +628,8 @@ def write_report(
         for label in option_labels:
             lines += ["", f"{label} minus DropGen (paired per test case; 95 % t-interval):", ""]
             lines += difference_table(options, option_domains, label, "DropGen")
+        trained = [label for label in options["dice"] if not inference_only_option(label)]
+        lines += ["", "Convergence of the trained option arms (as above):", "", *convergence_table(options, trained)]
         text += "\n".join(lines)
     if not final:
         done = len(next(iter(results["target_mean"].values())))
