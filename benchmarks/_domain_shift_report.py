@@ -87,6 +87,9 @@ def dice_table(
 
 def difference_table(results: Mapping, domains: Sequence[str], arm: str, baseline: str) -> list[str]:
     """DropGen minus a baseline per domain, paired per seed and test case, with the 95 % t-interval."""
+    if arm not in results["dice"] or baseline not in results["dice"]:
+        missing = arm if arm not in results["dice"] else baseline
+        return [f"Not measured: {missing} was not among this run's arms (--arms)."]
     lines = [
         f"| domain | {arm} minus {baseline} | 95 % interval | pairs (seed x case) |",
         "| --- | ---: | --- | ---: |",
