@@ -46,7 +46,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--trainer", required=True, help="a DropGen trainer name trained on that dataset")
     parser.add_argument("--plans", default="nnUNetPlansCPU")
     parser.add_argument("--fold", default="all")
-    parser.add_argument("--domains", nargs="+", default=list(TARGET_DOMAINS), choices=TARGET_DOMAINS)
+    parser.add_argument("--source", default=SOURCE_DOMAIN, help="the training domain's test set (CT to MR: ct)")
+    parser.add_argument("--domains", nargs="+", default=list(TARGET_DOMAINS), help="target test sets (imagesTs_*)")
     return parser.parse_args()
 
 
@@ -105,8 +106,11 @@ def main() -> int:
     predictor = load_predictor(args)
     network = predictor.network.eval()
     raw = next((args.workdir / "nnUNet_raw").glob(f"Dataset{args.dataset_id:03d}_*"))
+    missing = [d for d in [args.source, *args.domains] if not (raw / f"imagesTs_{d}").is_dir()]
+    if missing:
+        sys.exit(f"{raw} has no test set {', '.join(missing)}: pick --source and --domains among its imagesTs_*.")
     label_ids = sorted(int(v) for v in predictor.dataset_json["labels"].values() if int(v) > 0)
-    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw / f"imagesTs_{SOURCE_DOMAIN}").glob("*_0000.nii.gz"))
+    cases = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw / f"imagesTs_{args.source}").glob("*_0000.nii.gz"))
     print(f"{machine_description(torch.device('cpu'))}\nmodel {args.trainer}, dataset {raw.name}, {len(cases)} cases")
 
     def case(domain: str, name: str) -> tuple[torch.Tensor, np.ndarray]:
@@ -114,18 +118,18 @@ def main() -> int:
             predictor, raw / f"imagesTs_{domain}" / f"{name}_0000.nii.gz", raw / f"labelsTs_{domain}" / f"{name}.nii.gz"
         )
 
-    source = {name: case(SOURCE_DOMAIN, name) for name in cases}
+    source = {name: case(args.source, name) for name in cases}
     source_features = {name: network.compute_features(image)[0] for name, (image, _) in source.items()}
     separation = []
     for name, (_, labels) in source.items():
         mask = torch.from_numpy(labels)
         centroids = [source_features[name][:, mask == k].mean(1) for k in [0, *label_ids] if bool((mask == k).any())]
         separation += [float((a - b).norm()) for i, a in enumerate(centroids) for b in centroids[i + 1 :]]
-    print(f"source: distance between label centroids (background included) {np.mean(separation):.2f} (mean)\n")
+    print(f"{args.source}: distance between label centroids (background included) {np.mean(separation):.2f} (mean)\n")
     header = "| domain | cosine, foreground | cosine, background | mean abs shift per channel, foreground | "
     print(header + " | ".join(f"Dice at a = {a:g}" for a in FRACTIONS) + " |")
     print("| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in FRACTIONS) + " |")
-    for domain in [SOURCE_DOMAIN, *args.domains]:
+    for domain in [args.source, *args.domains]:
         cos_fg, cos_bg, shift, dices = [], [], [], {a: [] for a in FRACTIONS}
         for name in cases:
             image, labels = case(domain, name)
