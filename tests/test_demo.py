@@ -135,9 +135,19 @@ def test_tiny_demo_end_to_end_offline(tmp_path: Path) -> None:
         model = workdir / "nnUNet_results" / "Dataset501_DropGenDemo" / f"{trainer}__nnUNetPlansCPU__3d_fullres"
         assert (model / "fold_all" / "checkpoint_final.pth").is_file()
 
-    figure = Path(next(line for line in lines if line.startswith("Figure: ")).removeprefix("Figure: "))
-    assert figure == (workdir / "dropgen_demo.png").resolve() and figure.stat().st_size > 20_000
-    pixels = matplotlib.image.imread(figure)
+    figures = [Path(line.removeprefix("Figure: ")) for line in lines if line.startswith("Figure: ")]
+    assert figures[0] == (workdir / "dropgen_demo.png").resolve() and figures[0].stat().st_size > 20_000
+    pixels = matplotlib.image.imread(figures[0])
     width, height = figure_inches(2, 1 + FIGURE_FEATURES + len(trainers) + 1)
     assert pixels.shape[:2] == (round(height * DPI), round(width * DPI))
     assert pixels[..., :3].std() > 0.05
+
+    # The shipped converged models, on the same test cases: trained 12,000 iterations, they segment the source.
+    assert figures[1] == (workdir / "converged" / "dropgen_demo_converged.png").resolve()
+    converged = json.loads((workdir / "converged" / "dice.json").read_text())
+    assert converged["models"] == [dropgen, "nnU-Net (ERM)", "nnU-Net DA5"] and converged["baseline"] == "nnU-Net (ERM)"
+    assert converged["test_sets"] == data["test_sets"]
+    source = {m: converged["dice"]["source"][m]["foreground_mean"]["mean"] for m in converged["models"]}
+    assert source[dropgen] > 0.8 and source["nnU-Net (ERM)"] > 0.9 and source["nnU-Net DA5"] > 0.9, source
+    assert "## Converged models shipped with the package: 12000 iterations per model" in out
+    assert "The converged models come from benchmarks/bench_domain_shift.py" in out

@@ -16,6 +16,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_command, nnunet_environment, run_logged
+from nnunetv2_dropgen.demo.converged import ConvergedManifest, install_converged_models, load_manifest
 from nnunetv2_dropgen.demo.figure import feature_panels
 from nnunetv2_dropgen.demo.trainers import demo_epochs, demo_trainer_names
 from nnunetv2_dropgen.evaluation import (
@@ -44,6 +45,9 @@ FOLD = "all"  # train on every source case: no cross-validation split, so few ca
 BASELINE_HEADER = "nnU-Net"
 """The baseline's name in the table and the figure; DropGen's names its extractor, e.g. 'DropGen (minimix2)'."""
 FIGURE_NAME = "dropgen_demo.png"
+CONVERGED_FOLDER = "converged"
+"""Where the shipped converged models' evaluation (table, JSON, figure) goes inside the working folder."""
+CONVERGED_FIGURE_NAME = "dropgen_demo_converged.png"
 
 
 class DemoError(RuntimeError):
@@ -81,6 +85,11 @@ class DemoResult:
     dice_file: Path
     weights: ResolvedWeights
     evaluation: EvaluationResult
+    converged: EvaluationResult | None = None
+    """The shipped converged models on the same test sets; None when the demo's data do not suit them."""
+    converged_note: str = ""
+    """One line: what the converged models are, or why they were not evaluated."""
+    converged_manifest: ConvergedManifest | None = None
 
 
 def say(message: str) -> None:
@@ -104,7 +113,14 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     logs = workdir / "logs"
     say(f"Working folder: {workdir} (logs in {logs})")
 
-    steps = ["generate data", "plan and preprocess", *(f"train {h}" for h in headers), "predict and evaluate"]
+    manifest = load_manifest()
+    steps = [
+        "generate data",
+        "plan and preprocess",
+        *(f"train {h}" for h in headers),
+        "predict and evaluate",
+        "evaluate converged models",
+    ]
     with tqdm(total=len(steps), desc="demo", unit="step", position=0, disable=None) as overall:
 
         def next_step() -> None:
@@ -141,11 +157,35 @@ def run_demo(settings: DemoSettings) -> DemoResult:
             evaluation = run_evaluation(request)
         overall.update()
 
+        next_step()
+        mismatch = manifest.mismatch(_generation(dataset))
+        if mismatch is None:
+            with in_process(env):
+                converged = run_evaluation(_converged_request(settings, workdir, request, manifest, env, dataset))
+            note = _converged_summary(manifest)
+        else:
+            converged = None
+            note = (
+                f"The shipped converged models were not evaluated: they were trained on other data ({mismatch}); "
+                "the demo's default data suit them."
+            )
+        overall.update()
+
     table = evaluation.table
     dice = {d: {t: table.mean(d, h, FOREGROUND) for t, h in zip(trainers, headers, strict=True)} for d in domains}
     files = evaluation.files
     return DemoResult(
-        dice, trainers, extractor, evaluation.markdown, files["figure"], files["json"], weights, evaluation
+        dice,
+        trainers,
+        extractor,
+        evaluation.markdown,
+        files["figure"],
+        files["json"],
+        weights,
+        evaluation,
+        converged,
+        note,
+        manifest,
     )
 
 
@@ -206,6 +246,46 @@ def _request(
         title=title,
         slice_panels=feature_panels(model_folder, FOLD),
     )
+
+
+def _generation(dataset: Path) -> dict[str, object]:
+    """The parameters that made the demo's dataset, with the generator's version (domains.json)."""
+    document = json.loads((dataset / DOMAINS_FILE).read_text())
+    return {"generator_version": document["generator_version"], **document["parameters"]}
+
+
+def _converged_request(
+    settings: DemoSettings,
+    workdir: Path,
+    tour: EvaluationRequest,
+    manifest: ConvergedManifest,
+    env: Mapping[str, str],
+    dataset: Path,
+) -> EvaluationRequest:
+    """The shipped converged models, rebuilt beside the demo's own, on the same test sets as the tour."""
+    results = Path(env["nnUNet_results"]) / dataset.name
+    models = install_converged_models(results)
+    dropgen = next(m for m in manifest.models if m.extractor is not None)
+    iterations = sorted({m.iterations for m in manifest.models})
+    return EvaluationRequest(
+        dataset=settings.dataset_id,
+        models=models,
+        test_sets=tour.test_sets,
+        baseline=manifest.baseline,
+        out=workdir / CONVERGED_FOLDER,
+        prediction=tour.prediction,
+        in_domain=tour.in_domain,
+        figure_name=CONVERGED_FIGURE_NAME,
+        title=f"Converged models shipped with the package ({', '.join(map(str, iterations))} iterations each), "
+        f"trained on '{SOURCE_DOMAIN}' only",
+        slice_panels=feature_panels(results / dropgen.folder_name, FOLD),
+    )
+
+
+def _converged_summary(manifest: ConvergedManifest) -> str:
+    """Where the converged models come from and what training them cost, in one sentence under their table."""
+    cost = ", ".join(f"{m.label} {m.train_minutes:.0f} min" for m in manifest.models)
+    return f"The converged models come from {manifest.provenance}; training took {cost}."
 
 
 def _generate(settings: DemoSettings, raw: Path) -> Path:

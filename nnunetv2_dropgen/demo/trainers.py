@@ -22,3 +22,9 @@ def demo_trainer_names(schedule: str, extractor: str) -> tuple[str, str]:
 def demo_epochs(schedule: str) -> int:
     """How many epochs both trainers of a demo schedule run (the demo's progress bar counts them)."""
     return NAMED_SCHEDULES[DEMO_SCHEDULES[schedule]].epochs
+
+
+def demo_iterations(schedule: str) -> int:
+    """How many training iterations both trainers of a demo schedule run."""
+    named = NAMED_SCHEDULES[DEMO_SCHEDULES[schedule]]
+    return named.epochs * named.iterations_per_epoch
