@@ -267,20 +267,29 @@ class Bench:
         return folder / f"{arm.trainer}__{arm.plans}__{CONFIGURATION}" / f"fold_{arm.fold}" if folder else None
 
     def train(self, dataset_id: int, seed: int, arm: Arm) -> None:
-        """Train `arm` unless its final checkpoint exists; record the wall time."""
+        """Train `arm` unless its final checkpoint exists; record the wall time.
+
+        A training interrupted after nnU-Net wrote checkpoint_latest.pth (every 50 epochs) continues from
+        it (nnUNetv2_train --c); its time is then read from the checkpoint's epoch timestamps (train_time).
+        """
         fold = self.model_folder(dataset_id, arm)
         if fold is not None and (fold / "checkpoint_final.pth").is_file():
             return
+        resume = fold is not None and (fold / "checkpoint_latest.pth").is_file()
         command = [sys.executable, "-c", _TRAIN_SEEDED, str(seed), str(dataset_id), CONFIGURATION, arm.fold]
-        command += ["-tr", arm.trainer, "-p", arm.plans, "-device", self.args.device]
+        command += ["-tr", arm.trainer, "-p", arm.plans, "-device", self.args.device, *(["--c"] if resume else [])]
         log = self.logs / f"train_{dataset_id}_{arm.trainer}_{arm.plans}_fold{arm.fold}.log"
-        print(f"  training {arm.label}: {arm.trainer} -p {arm.plans}, fold {arm.fold} (log: {log})", flush=True)
+        if resume:
+            log = log.with_name(f"{log.stem}_resumed{log.suffix}")
+        how = "continuing from checkpoint_latest" if resume else "training"
+        print(f"  {how} {arm.label}: {arm.trainer} -p {arm.plans}, fold {arm.fold} (log: {log})", flush=True)
         env = dict(self.env)
         if self.args.parallel > 1:
             env["DROPGEN_BENCH_THREADS"] = "1"
         start = time.perf_counter()
         run_logged(f"training {arm.trainer} on dataset {dataset_id}", command, log, env)
-        self.record_time(f"{dataset_id}/{arm.trainer}/{arm.plans}/{arm.fold}", time.perf_counter() - start)
+        if not resume:
+            self.record_time(self.time_key(dataset_id, arm), time.perf_counter() - start)
 
     def record_time(self, key: str, seconds: float) -> None:
         """Add one training's wall time to train_times.json, keeping what other runs wrote meanwhile."""
@@ -342,8 +351,20 @@ class Bench:
         with in_process(self.env):
             return run_evaluation(request).table, out_folder
 
+    @staticmethod
+    def time_key(dataset_id: int, arm: Arm) -> str:
+        return f"{dataset_id}/{arm.trainer}/{arm.plans}/{arm.fold}"
+
     def train_time(self, dataset_id: int, arm: Arm) -> float:
-        return self.times.get(f"{dataset_id}/{arm.trainer}/{arm.plans}/{arm.fold}", math.nan)
+        """Wall time of the training (s); for one without a record (resumed, or run by hand), the sum of its
+        epochs' durations from the checkpoint (start-up and gaps between sessions excluded)."""
+        recorded = self.times.get(self.time_key(dataset_id, arm))
+        fold = self.model_folder(dataset_id, arm)
+        if recorded is not None or fold is None or not (fold / "checkpoint_final.pth").is_file():
+            return math.nan if recorded is None else recorded
+        log = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+        epochs = zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"], strict=True)
+        return float(sum(end - start for start, end in epochs))
 
 
 def choose_p(bench: Bench, dataset_id: int, folder: Path, seed: int) -> tuple[float, dict[float, float]]:
