@@ -1,12 +1,13 @@
-"""Write the benchmark's converged seed-0 models into the package, for `nnunetv2_dropgen demo` to evaluate.
+"""Write the benchmark's seed-0 models into the package, for `nnunetv2_dropgen demo` to evaluate.
 
-The demo cannot train to convergence on a CPU in minutes; it evaluates these models instead, beside the
-ones it trains (see nnunetv2_dropgen/demo/converged.py). This script makes the shipped files from a
-domain-shift benchmark's nnU-Net results: slim checkpoints (no optimizer state, no extractor weights),
-plans.json, dataset.json and a manifest with what each model is, how long it trained and on which data.
+The demo cannot train for 12,000 iterations on a CPU in minutes; it evaluates these models beside the ones
+it trains (see nnunetv2_dropgen/demo/shipped.py). This script makes the shipped files from a domain-shift
+benchmark's nnU-Net results: slim checkpoints (no optimizer state, no extractor weights), plans.json,
+dataset.json and a manifest with what each model is, how long it trained, whether its curve was flat, and
+on which data. Everything is written to a new folder first, checked by the package's own loader, and only
+then replaces the package's folder.
 
-    PYTHONPATH=. python benchmarks/export_demo_models.py --workdir /work/bench --dataset-id 620 \
-        --schedule 48epochs --extractor-token minimix2_p075
+    PYTHONPATH=.:benchmarks python benchmarks/export_demo_models.py --workdir /work/bench
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
+from _domain_shift_report import last_fifth_change
 
-from nnunetv2_dropgen.demo.converged import EXTRA_STATE, MANIFEST_FORMAT, converged_dir, load_manifest, slim_checkpoint
-from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
+from nnunetv2_dropgen.demo.shipped import EXTRA_STATE, MANIFEST_FORMAT, load_manifest, shipped_dir, slim_checkpoint
+from nnunetv2_dropgen.synthetic import read_generation
 from nnunetv2_dropgen.trainers.schedule import schedule_from_token
 from nnunetv2_dropgen.weights.files import write_json_atomically
 
@@ -31,38 +34,47 @@ NNUNET_ITERATIONS_PER_EPOCH = 250
 """nnUNetTrainer.__init__'s num_iterations_per_epoch, which '<N>epochs' schedules keep."""
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="the benchmark's --workdir")
     parser.add_argument("--dataset-id", type=int, default=620, help="default: 620 (seed 0)")
-    parser.add_argument("--schedule", default="48epochs")
-    parser.add_argument("--extractor-token", default="minimix2_p075", help="DropGen's trainer-name middle part")
-    parser.add_argument("--out", type=Path, default=converged_dir(), help="default: the package's folder")
+    parser.add_argument("--schedule", default="48epochs", help="the trainers' schedule part (default: 48epochs)")
+    parser.add_argument("--dropgen", default="minimix2_p075", help="DropGen's trainer-name middle part")
+    parser.add_argument("--out", type=Path, default=shipped_dir(), help="default: the package's folder")
     args = parser.parse_args()
 
-    raw = next((args.workdir / "nnUNet_raw").glob(f"Dataset{args.dataset_id:03d}_*"))
-    results = args.workdir / "nnUNet_results" / raw.name
-    generation = json.loads((raw / DOMAINS_FILE).read_text())
+    raw = sorted((args.workdir / "nnUNet_raw").glob(f"Dataset{args.dataset_id:03d}_*"))
+    schedule = schedule_from_token(args.schedule)
+    if not raw or schedule is None:
+        print(f"error: no dataset {args.dataset_id} in {args.workdir}/nnUNet_raw, or no schedule {args.schedule!r}")
+        return 1
+    results = args.workdir / "nnUNet_results" / raw[0].name
     models = {
-        "DropGen (minimix2)": f"DropGenTrainer_{args.extractor_token}_{args.schedule}",
+        "DropGen (minimix2)": f"DropGenTrainer_{args.dropgen}_{args.schedule}",
         "nnU-Net (ERM)": f"nnUNetTrainer_{args.schedule}",
         "nnU-Net DA5": f"nnUNetTrainerDA5_{args.schedule}",
     }
-    schedule = schedule_from_token(args.schedule)
+    checkpoints = {
+        t: results / f"{t}__{PLANS}__{CONFIGURATION}" / "fold_all" / "checkpoint_final.pth" for t in models.values()
+    }
+    missing = [str(path) for path in checkpoints.values() if not path.is_file()]
+    if missing:
+        print(f"error: not trained yet: {', '.join(missing)}")
+        return 1
     per_epoch = schedule.iterations_per_epoch or NNUNET_ITERATIONS_PER_EPOCH
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{args.out.name}.", dir=args.out.parent))
     entries = []
     for label, trainer in models.items():
-        folder = results / f"{trainer}__{PLANS}__{CONFIGURATION}"
-        checkpoint = torch.load(folder / "fold_all" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+        checkpoint = torch.load(checkpoints[trainer], map_location="cpu", weights_only=False)
         buffer = io.BytesIO()
         torch.save(slim_checkpoint(checkpoint), buffer)
-        (args.out / f"{trainer}.pth").write_bytes(buffer.getvalue())
+        (staging / f"{trainer}.pth").write_bytes(buffer.getvalue())
         for name in ("plans.json", "dataset.json"):
-            shutil.copyfile(folder / name, args.out / f"{trainer}.{name}")
+            shutil.copyfile(checkpoints[trainer].parents[1] / name, staging / f"{trainer}.{name}")
         log = checkpoint["logging"]
+        epochs = zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"], strict=True)
         record = checkpoint["network_weights"].get(EXTRA_STATE)
         entries.append(
             {
@@ -72,30 +84,38 @@ def main() -> None:
                 "configuration": CONFIGURATION,
                 "weights_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
                 "iterations": checkpoint["current_epoch"] * per_epoch,
-                "train_minutes": round((log["epoch_end_timestamps"][-1] - log["epoch_start_timestamps"][0]) / 60, 1),
+                "train_minutes": round(sum(end - start for start, end in epochs) / 60, 1),
                 "final_ema_pseudo_dice": round(float(log["ema_fg_dice"][-1]), 4),
+                "last_fifth_change": round(last_fifth_change([float(v) for v in log["ema_fg_dice"]]), 4),
                 "extractor": record["extractor"] if record else None,
             }
         )
+    generation = read_generation(raw[0])
     write_json_atomically(
-        args.out / "manifest.json",
+        staging / "manifest.json",
         {
             "format": MANIFEST_FORMAT,
             "models": entries,
             "baseline": "nnU-Net (ERM)",
-            "data": {"generator_version": generation["generator_version"], **generation["parameters"]},
+            "data": generation,
             "provenance": (
-                f"benchmarks/bench_domain_shift.py --schedule {args.schedule} --plans cpu, seed 0 (dataset "
-                f"{raw.name}), fold all, one torch thread each on a 2-core CPU; benchmarks/RESULTS.md reports "
-                "these models"
+                f"benchmarks/bench_domain_shift.py --schedule {args.schedule} --plans cpu, seed {generation['seed']} "
+                f"(dataset {raw[0].name}), fold all, one torch thread per training on a 2-core CPU; "
+                "benchmarks/RESULTS.md reports them"
             ),
         },
     )
-    manifest = load_manifest(args.out)
+    for path in staging.iterdir():
+        path.chmod(0o644)
+    manifest = load_manifest(staging)  # the package's own checks, before the shipped folder is replaced
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    staging.rename(args.out)
     for model in manifest.models:
         print(f"{model.label}: {model.trainer}, {model.iterations} iterations, {model.train_minutes} min")
     print(f"Written: {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

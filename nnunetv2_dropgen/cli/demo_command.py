@@ -27,9 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 8 minutes on a 2-core CPU)",
         description="Generate a synthetic dataset, plan and preprocess it with nnU-Net, train DropGenTrainer "
         "and nnUNetTrainer on the source domain with the same short schedule, predict every test domain with "
-        "both and print their Dice; then the same for the converged models shipped with the package (DropGen, "
-        "nnU-Net and nnU-Net DA5 trained 12,000 iterations each on this generator's data), which a CPU cannot "
-        "train in minutes. Everything (nnU-Net folders, logs, figures) stays in --workdir.",
+        "both and print their Dice; then the same for models shipped with the package (DropGen, nnU-Net and "
+        "nnU-Net DA5 trained 12,000 iterations each on this generator's data), which a CPU cannot train in "
+        "minutes. Everything (nnU-Net folders, logs, figures) stays in --workdir.",
     )
     parser.add_argument(
         "--workdir", type=Path, default=Path("dropgen_demo"), metavar="DIR", help="default: ./dropgen_demo"
@@ -80,8 +80,8 @@ def _demo(args: argparse.Namespace) -> int:
     import torch
 
     from nnunetv2_dropgen.demo.commands import StepFailed
-    from nnunetv2_dropgen.demo.converged import ConvergedModelsError
     from nnunetv2_dropgen.demo.run import DemoError, DemoSettings, run_demo, unverified_note
+    from nnunetv2_dropgen.demo.shipped import ShippedModelsError
     from nnunetv2_dropgen.demo.trainers import demo_iterations
     from nnunetv2_dropgen.evaluation import EvaluationError
     from nnunetv2_dropgen.weights import WeightsError
@@ -107,7 +107,7 @@ def _demo(args: argparse.Namespace) -> int:
     )
     try:
         result = run_demo(settings)
-    except (WeightsError, DemoError, StepFailed, EvaluationError, ConvergedModelsError, FileNotFoundError) as exc:
+    except (WeightsError, DemoError, StepFailed, EvaluationError, ShippedModelsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     trained = demo_iterations(settings.schedule)
@@ -118,11 +118,11 @@ def _demo(args: argparse.Namespace) -> int:
         print(note)
     print(f"\nFigure: {result.figure}")
     print(f"Dice per domain (JSON): {result.dice_file}")
-    if result.converged is not None and result.converged_manifest is not None:
-        iterations = ", ".join(sorted({str(m.iterations) for m in result.converged_manifest.models}))
-        print(f"\n## Converged models shipped with the package: {iterations} iterations per model\n")
-        print(result.converged.markdown)
-        print(f"\nFigure: {result.converged.files['figure']}")
-        print(f"Dice per domain (JSON): {result.converged.files['json']}")
-    print(f"\n{result.converged_note}")
+    if result.shipped is not None and result.shipped_manifest is not None:
+        iterations = result.shipped_manifest.iterations
+        print(f"\n## Shipped with the package: the same comparison after {iterations} iterations per model\n")
+        print(result.shipped.markdown)
+        print(f"\nFigure: {result.shipped.files['figure']}")
+        print(f"Dice per domain (JSON): {result.shipped.files['json']}")
+    print(f"\n{result.shipped_note}")
     return 0

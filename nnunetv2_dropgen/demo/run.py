@@ -16,10 +16,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_command, nnunet_environment, run_logged
-from nnunetv2_dropgen.demo.converged import ConvergedManifest, install_converged_models, load_manifest
 from nnunetv2_dropgen.demo.figure import feature_panels
+from nnunetv2_dropgen.demo.shipped import ShippedManifest, ShippedModelsError, install_shipped_models, load_manifest
 from nnunetv2_dropgen.demo.trainers import demo_epochs, demo_trainer_names
 from nnunetv2_dropgen.evaluation import (
+    EvaluationError,
     EvaluationRequest,
     EvaluationResult,
     ModelSpec,
@@ -29,9 +30,10 @@ from nnunetv2_dropgen.evaluation import (
 )
 from nnunetv2_dropgen.evaluation.metrics import FOREGROUND
 from nnunetv2_dropgen.feature_extractors import EMBEDDED_DEFAULT, get_extractor_spec
+from nnunetv2_dropgen.network.feature_record import FeaturePipelineMismatch
 from nnunetv2_dropgen.plans import CPU_FIRST_STAGE_FEATURES, PlansVariant, write_variant
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset
-from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE
+from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE, read_generation
 from nnunetv2_dropgen.weights import ResolvedWeights, WeightsDownloadFailed, WeightsMissing, resolve_weights
 
 PREFERRED_EXTRACTOR = "anatomix"
@@ -45,9 +47,9 @@ FOLD = "all"  # train on every source case: no cross-validation split, so few ca
 BASELINE_HEADER = "nnU-Net"
 """The baseline's name in the table and the figure; DropGen's names its extractor, e.g. 'DropGen (minimix2)'."""
 FIGURE_NAME = "dropgen_demo.png"
-CONVERGED_FOLDER = "converged"
-"""Where the shipped converged models' evaluation (table, JSON, figure) goes inside the working folder."""
-CONVERGED_FIGURE_NAME = "dropgen_demo_converged.png"
+SHIPPED_FOLDER = "shipped_models"
+"""Where the shipped models' evaluation (table, JSON, figure) goes inside the working folder."""
+SHIPPED_FIGURE_NAME = "dropgen_demo_shipped.png"
 
 
 class DemoError(RuntimeError):
@@ -85,11 +87,11 @@ class DemoResult:
     dice_file: Path
     weights: ResolvedWeights
     evaluation: EvaluationResult
-    converged: EvaluationResult | None = None
-    """The shipped converged models on the same test sets; None when the demo's data do not suit them."""
-    converged_note: str = ""
-    """One line: what the converged models are, or why they were not evaluated."""
-    converged_manifest: ConvergedManifest | None = None
+    shipped: EvaluationResult | None = None
+    """The models shipped with the package (demo.shipped) on the same test sets; None when not evaluated."""
+    shipped_note: str = ""
+    """What the shipped models are, or why they were not evaluated."""
+    shipped_manifest: ShippedManifest | None = None
 
 
 def say(message: str) -> None:
@@ -98,7 +100,8 @@ def say(message: str) -> None:
 
 
 def run_demo(settings: DemoSettings) -> DemoResult:
-    """Run every step; raises WeightsError (before anything is written), DemoError, StepFailed or EvaluationError."""
+    """Run every step; raises WeightsError or ShippedModelsError (before anything is written), DemoError,
+    StepFailed or EvaluationError. The shipped models' step never raises: its note says what went wrong."""
     if settings.num_train < 1 or settings.num_test < 1:
         raise DemoError("The demo needs at least one training case and one test case per domain.")
     extractor, weights = choose_extractor(settings.extractor, settings.weights)
@@ -119,7 +122,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         "plan and preprocess",
         *(f"train {h}" for h in headers),
         "predict and evaluate",
-        "evaluate converged models",
+        "evaluate shipped models",
     ]
     with tqdm(total=len(steps), desc="demo", unit="step", position=0, disable=None) as overall:
 
@@ -130,6 +133,12 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         dataset = _generate(settings, workdir / "nnUNet_raw")
         domains = list(json.loads((dataset / DOMAINS_FILE).read_text())["domains"])
         say(f"Dataset: {dataset} (training domain {SOURCE_DOMAIN!r}; test domains {', '.join(domains)})")
+        mismatch = manifest.mismatch(read_generation(dataset))
+        if mismatch is not None:
+            say(
+                f"The models shipped with the package will not be evaluated: they were trained on other data "
+                f"({mismatch}); --shape {' '.join(map(str, manifest.data['shape']))} makes data they suit."
+            )
         overall.update()
 
         next_step()
@@ -158,17 +167,10 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         overall.update()
 
         next_step()
-        mismatch = manifest.mismatch(_generation(dataset))
+        shipped, note = None, f"The shipped models were not evaluated: they were trained on other data ({mismatch})."
         if mismatch is None:
             with in_process(env):
-                converged = run_evaluation(_converged_request(settings, workdir, request, manifest, env, dataset))
-            note = _converged_summary(manifest)
-        else:
-            converged = None
-            note = (
-                f"The shipped converged models were not evaluated: they were trained on other data ({mismatch}); "
-                "the demo's default data suit them."
-            )
+                shipped, note = _evaluate_shipped(settings, workdir, request, manifest, env, dataset)
         overall.update()
 
     table = evaluation.table
@@ -183,7 +185,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         files["json"],
         weights,
         evaluation,
-        converged,
+        shipped,
         note,
         manifest,
     )
@@ -248,44 +250,37 @@ def _request(
     )
 
 
-def _generation(dataset: Path) -> dict[str, object]:
-    """The parameters that made the demo's dataset, with the generator's version (domains.json)."""
-    document = json.loads((dataset / DOMAINS_FILE).read_text())
-    return {"generator_version": document["generator_version"], **document["parameters"]}
-
-
-def _converged_request(
+def _evaluate_shipped(
     settings: DemoSettings,
     workdir: Path,
     tour: EvaluationRequest,
-    manifest: ConvergedManifest,
+    manifest: ShippedManifest,
     env: Mapping[str, str],
     dataset: Path,
-) -> EvaluationRequest:
-    """The shipped converged models, rebuilt beside the demo's own, on the same test sets as the tour."""
+) -> tuple[EvaluationResult | None, str]:
+    """The shipped models, rebuilt beside the demo's own, on the same test sets as the tour, and their note.
+
+    A failure here costs the user nothing already computed: it becomes the note, and the tour's table stands.
+    """
     results = Path(env["nnUNet_results"]) / dataset.name
-    models = install_converged_models(results)
     dropgen = next(m for m in manifest.models if m.extractor is not None)
-    iterations = sorted({m.iterations for m in manifest.models})
-    return EvaluationRequest(
-        dataset=settings.dataset_id,
-        models=models,
-        test_sets=tour.test_sets,
-        baseline=manifest.baseline,
-        out=workdir / CONVERGED_FOLDER,
-        prediction=tour.prediction,
-        in_domain=tour.in_domain,
-        figure_name=CONVERGED_FIGURE_NAME,
-        title=f"Converged models shipped with the package ({', '.join(map(str, iterations))} iterations each), "
-        f"trained on '{SOURCE_DOMAIN}' only",
-        slice_panels=feature_panels(results / dropgen.folder_name, FOLD),
-    )
-
-
-def _converged_summary(manifest: ConvergedManifest) -> str:
-    """Where the converged models come from and what training them cost, in one sentence under their table."""
-    cost = ", ".join(f"{m.label} {m.train_minutes:.0f} min" for m in manifest.models)
-    return f"The converged models come from {manifest.provenance}; training took {cost}."
+    try:
+        request = EvaluationRequest(
+            dataset=settings.dataset_id,
+            models=install_shipped_models(results),
+            test_sets=tour.test_sets,
+            baseline=manifest.baseline,
+            out=workdir / SHIPPED_FOLDER,
+            prediction=tour.prediction,
+            in_domain=tour.in_domain,
+            figure_name=SHIPPED_FIGURE_NAME,
+            title=f"Models shipped with the package, {manifest.iterations} iterations each, trained on "
+            f"'{SOURCE_DOMAIN}' only (DropGen's extractor: {dropgen.extractor})",
+            slice_panels=feature_panels(results / dropgen.folder_name, FOLD),
+        )
+        return run_evaluation(request), manifest.describe()
+    except (ShippedModelsError, EvaluationError, FeaturePipelineMismatch) as exc:
+        return None, f"The shipped models could not be evaluated: {exc}"
 
 
 def _generate(settings: DemoSettings, raw: Path) -> Path:

@@ -9,6 +9,7 @@ from nnunetv2_dropgen.lazy import lazy_exports
 _EXPORTS = {
     "LABEL_KINDS": "dataset",
     "generate_dataset": "dataset",
+    "read_generation": "dataset",
     "DEFAULT_DOMAINS": "domains",
     "Domain": "domains",
     "cross_modality_domains": "domains",

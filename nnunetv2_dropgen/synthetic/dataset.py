@@ -97,6 +97,13 @@ def _changed(existing: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     return keys or ["layout"]
 
 
+def read_generation(dataset: Path) -> dict[str, Any]:
+    """The parameters that made a generated dataset (shape, spacing, num_labels, seed, ...) with the
+    generator's version, from its domains.json; FileNotFoundError if it was not made by generate_dataset."""
+    document = json.loads((Path(dataset) / DOMAINS_FILE).read_text())
+    return {"generator_version": document["generator_version"], **document["parameters"]}
+
+
 def generate_dataset(
     out_raw_dir: str | Path,
     dataset_id: int = 501,
