@@ -281,7 +281,7 @@ class Bench:
         log = self.logs / f"train_{dataset_id}_{arm.trainer}_{arm.plans}_fold{arm.fold}.log"
         if resume:
             log = log.with_name(f"{log.stem}_resumed{log.suffix}")
-        how = "continuing from checkpoint_latest" if resume else "training"
+        how = "continuing from checkpoint_latest.pth (delete it to start over)" if resume else "training"
         print(f"  {how} {arm.label}: {arm.trainer} -p {arm.plans}, fold {arm.fold} (log: {log})", flush=True)
         env = dict(self.env)
         if self.args.parallel > 1:
