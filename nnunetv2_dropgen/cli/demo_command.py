@@ -14,7 +14,7 @@ TINY_DATA = {"num_train": 2, "num_test": 1, "shape": (32, 32, 32), "domains": ["
 DEFAULT_DATA = {"num_train": 8, "num_test": 4, "shape": (32, 32, 32), "domains": None}
 """The CPU demo's data: with 32^3 images and the narrow CPU plans a DropGen iteration took 0.22 s on 2 cores.
 The same as the CPU benchmark's seed 0 (generator seed 0, 8 training and 4 test cases per domain), on which
-the shipped converged models were trained and tested."""
+the models shipped with the package (demo.shipped) were trained and tested."""
 GPU_SHAPE = (48, 48, 48)
 """With CUDA, the larger images cost little, and their structures have more detail."""
 
