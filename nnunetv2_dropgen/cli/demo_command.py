@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     targets = list(TARGET_DOMAINS)
     parser = subparsers.add_parser(
         "demo",
-        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 8 minutes on a 2-core CPU)",
+        help="DropGen vs nnU-Net on synthetic domain shifts, end to end (about 10 minutes on a 2-core CPU)",
         description="Generate a synthetic dataset, plan and preprocess it with nnU-Net, train DropGenTrainer "
         "and nnUNetTrainer on the source domain with the same short schedule, predict every test domain with "
         "both and print their Dice; then the same for models shipped with the package (DropGen, nnU-Net and "
