@@ -39,7 +39,7 @@ EXTRA_STATE = "_extra_state"
 DATA_KEYS = ("generator_version", "shape", "spacing", "num_labels")
 """What the test data must share with the models' training data for their Dice to mean anything."""
 FLAT = 0.02
-"""A model whose EMA pseudo Dice rose less than this over its last fifth of training had stopped improving
+"""A model whose EMA pseudo Dice moved less than this over its last fifth of training had stopped improving
 (the CPU benchmark's convergence criterion)."""
 REINSTALL = "Reinstall nnunetv2_dropgen (from its clone: pip install --force-reinstall --no-deps .)."
 
