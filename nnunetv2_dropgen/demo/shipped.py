@@ -121,6 +121,13 @@ def load_manifest(folder: Path | None = None) -> ShippedManifest:
     Raises ShippedModelsError, so a demo finds a damaged install before it trains anything.
     """
     folder = folder or shipped_dir()
+    manifest = _read_manifest(folder)
+    for model in manifest.models:
+        _full_checkpoint(folder, model)
+    return manifest
+
+
+def _read_manifest(folder: Path) -> ShippedManifest:
     path = folder / "manifest.json"
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
@@ -131,8 +138,6 @@ def load_manifest(folder: Path | None = None) -> ShippedManifest:
         manifest = ShippedManifest(models, document["baseline"], document["data"], document["provenance"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ShippedModelsError(_damaged(path, f"unreadable ({type(exc).__name__}: {exc})")) from exc
-    for model in models:
-        _full_checkpoint(folder, model)
     return manifest
 
 
@@ -144,10 +149,11 @@ def install_shipped_models(dataset_results: Path, folder: Path | None = None) ->
     shipped file is checked before anything is written; a damaged one raises ShippedModelsError.
     """
     folder = folder or shipped_dir()
-    manifest = load_manifest(folder)
-    for model in manifest.models:
+    manifest = _read_manifest(folder)
+    checkpoints = [_full_checkpoint(folder, model) for model in manifest.models]  # every file checked first
+    for model, checkpoint in zip(manifest.models, checkpoints, strict=True):
         buffer = io.BytesIO()
-        torch.save(_full_checkpoint(folder, model), buffer)
+        torch.save(checkpoint, buffer)
         target = dataset_results / model.folder_name
         for name in ("plans.json", "dataset.json"):
             _write_if_changed(target / name, (folder / f"{model.trainer}.{name}").read_bytes())
