@@ -32,6 +32,13 @@ def training_curve(checkpoint: Path) -> dict[str, list[float]]:
     return {key: [float(v) for v in logging[key]] for key in ("ema_fg_dice", "mean_fg_dice", "train_losses")}
 
 
+def training_seconds(logging: Mapping) -> float:
+    """Time spent in epochs (s), from nnU-Net's per-epoch timestamps: start-up and any gap between a stopped
+    run and its continuation (--c) excluded."""
+    epochs = zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"], strict=True)
+    return float(sum(end - start for start, end in epochs))
+
+
 def last_fifth_change(ema: Sequence[float]) -> float:
     """How far the EMA pseudo Dice moved over the last fifth of the epochs (max minus min there)."""
     tail = ema[-max(2, len(ema) // 5) :]

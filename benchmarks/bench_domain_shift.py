@@ -56,6 +56,7 @@ from _domain_shift_report import (
     per_case_dice,
     save_curves,
     training_curve,
+    training_seconds,
     verdict,
 )
 
@@ -362,9 +363,9 @@ class Bench:
         fold = self.model_folder(dataset_id, arm)
         if recorded is not None or fold is None or not (fold / "checkpoint_final.pth").is_file():
             return math.nan if recorded is None else recorded
-        log = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
-        epochs = zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"], strict=True)
-        return float(sum(end - start for start, end in epochs))
+        return training_seconds(
+            torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["logging"]
+        )
 
 
 def choose_p(bench: Bench, dataset_id: int, folder: Path, seed: int) -> tuple[float, dict[float, float]]:

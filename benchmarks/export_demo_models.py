@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _domain_shift_report import last_fifth_change
+from _domain_shift_report import last_fifth_change, training_seconds
 
 from nnunetv2_dropgen.demo.shipped import EXTRA_STATE, MANIFEST_FORMAT, load_manifest, shipped_dir, slim_checkpoint
 from nnunetv2_dropgen.synthetic import read_generation
@@ -74,7 +74,6 @@ def main() -> int:
         for name in ("plans.json", "dataset.json"):
             shutil.copyfile(checkpoints[trainer].parents[1] / name, staging / f"{trainer}.{name}")
         log = checkpoint["logging"]
-        epochs = zip(log["epoch_start_timestamps"], log["epoch_end_timestamps"], strict=True)
         record = checkpoint["network_weights"].get(EXTRA_STATE)
         entries.append(
             {
@@ -84,7 +83,7 @@ def main() -> int:
                 "configuration": CONFIGURATION,
                 "weights_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
                 "iterations": checkpoint["current_epoch"] * per_epoch,
-                "train_minutes": round(sum(end - start for start, end in epochs) / 60, 1),
+                "train_minutes": round(training_seconds(log) / 60, 1),
                 "final_ema_pseudo_dice": round(float(log["ema_fg_dice"][-1]), 4),
                 "last_fifth_change": round(last_fifth_change([float(v) for v in log["ema_fg_dice"]]), 4),
                 "extractor": record["extractor"] if record else None,
