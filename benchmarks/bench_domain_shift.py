@@ -59,6 +59,7 @@ from _domain_shift_report import (
     training_seconds,
     verdict,
 )
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunetv2_dropgen.cli import splits_command
 from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_command, nnunet_environment, run_logged
@@ -265,7 +266,10 @@ class Bench:
 
     def model_folder(self, dataset_id: int, arm: Arm) -> Path | None:
         folder = next(Path(self.env["nnUNet_results"]).glob(f"Dataset{dataset_id:03d}_*"), None)
-        return folder / f"{arm.trainer}__{arm.plans}__{CONFIGURATION}" / f"fold_{arm.fold}" if folder else None
+        if folder is None:
+            return None
+        model = convert_trainer_plans_config_to_identifier(arm.trainer, arm.plans, CONFIGURATION)
+        return folder / model / f"fold_{arm.fold}"
 
     def train(self, dataset_id: int, seed: int, arm: Arm) -> None:
         """Train `arm` unless its final checkpoint exists; record the wall time.
@@ -335,7 +339,8 @@ class Bench:
         domains: Sequence[str],
         out: str,
         in_domain: Sequence[str] = (SOURCE_DOMAIN,),
-    ) -> tuple[EvaluationTable, Path]:
+    ) -> tuple[EvaluationTable, dict[str, Path]]:
+        """Predict and score `arms` on `domains`; the table and each arm's (label's) predictions folder."""
         out_folder = self.args.workdir / out / folder.name
         request = EvaluationRequest(
             dataset=dataset_id,
@@ -350,7 +355,8 @@ class Bench:
             in_domain=tuple(in_domain),
         )
         with in_process(self.env):
-            return run_evaluation(request).table, out_folder
+            result = run_evaluation(request)
+        return result.table, {m.label: out_folder / "predictions" / m.identifier for m in result.models}
 
     @staticmethod
     def time_key(dataset_id: int, arm: Arm) -> str:
@@ -460,8 +466,8 @@ def cross_modality_arms(args: argparse.Namespace, bench: Bench, p: float) -> lis
 
 
 def collect(
-    results: dict, bench: Bench, dataset_id: int, table: EvaluationTable, out: Path, arms: Sequence[Arm],
-    domains: Sequence[str],
+    results: dict, bench: Bench, dataset_id: int, table: EvaluationTable, predictions: dict[str, Path],
+    arms: Sequence[Arm], domains: Sequence[str],
 ) -> None:  # fmt: skip
     """Add one seed's Dice, target mean, train time, curves and paired per-case differences to `results`."""
     per_case = {}
@@ -472,9 +478,8 @@ def collect(
         results["train_s"][arm.label].append(bench.train_time(dataset_id, arm))
         fold = bench.model_folder(dataset_id, arm)
         results["curves"].setdefault(arm.label, []).append(training_curve(fold / "checkpoint_final.pth"))
-        model = f"{arm.trainer}__{arm.plans}__{CONFIGURATION}__fold_{arm.fold}__checkpoint_final"
         for domain in domains:
-            per_case[(arm.label, domain)] = per_case_dice(out / "predictions" / model / domain / "summary.json")
+            per_case[(arm.label, domain)] = per_case_dice(predictions[arm.label] / domain / "summary.json")
     for arm in arms[1:]:
         for domain in domains:
             ours, base = per_case[(arm.label, domain)], per_case[(arms[0].label, domain)]
@@ -590,8 +595,8 @@ def main() -> int:
             option_list = [Arm(label, trainer, plans=plans) for label, trainer, plans in _arms_of(options)]
         # the options train in the same pool as the main arms: two cores stay busy until the last model
         bench.train_all(dataset_id, seed, [*arms, *(a for a in option_list if not inference_only_option(a.label))])
-        table, out = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
-        collect(results, bench, dataset_id, table, out, arms, domains)
+        table, predictions = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
+        collect(results, bench, dataset_id, table, predictions, arms, domains)
         report_so_far(index)
         if option_list:
             print(f"Options: seed {seed}, dataset {folder.name}", flush=True)
@@ -600,8 +605,8 @@ def main() -> int:
                 if option := inference_only_option(arm.label):
                     bench.derive(dataset_id, dropgen, arm, option)
             option_domains = list(next(iter(options["dice"].values())))
-            table, out = bench.evaluate(dataset_id, folder, option_list, option_domains, "evaluation_options")
-            collect(options, bench, dataset_id, table, out, option_list, option_domains)
+            table, predictions = bench.evaluate(dataset_id, folder, option_list, option_domains, "evaluation_options")
+            collect(options, bench, dataset_id, table, predictions, option_list, option_domains)
             shown["options"] = options
             report_so_far(index)
         if cross is not None:
@@ -610,8 +615,10 @@ def main() -> int:
             print(f"Seed {seed}: CT to MR, dataset {cross_folder.name}", flush=True)
             bench.train_all(cross_id, seed, cross_list)
             cross_domains = [CT_SOURCE, *MR_TARGETS]
-            table, out = bench.evaluate(cross_id, cross_folder, cross_list, cross_domains, "evaluation", (CT_SOURCE,))
-            collect(cross, bench, cross_id, table, out, cross_list, cross_domains)
+            table, predictions = bench.evaluate(
+                cross_id, cross_folder, cross_list, cross_domains, "evaluation", (CT_SOURCE,)
+            )
+            collect(cross, bench, cross_id, table, predictions, cross_list, cross_domains)
             shown["cross"] = cross
             report_so_far(index)
     return 0

@@ -32,6 +32,7 @@ import torch
 from _common import machine_description
 from nnunetv2.evaluation.evaluate_predictions import compute_tp_fp_fn_tn
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunetv2_dropgen.ext_trainers import trainer_dir
 from nnunetv2_dropgen.synthetic.names import SOURCE_DOMAIN, TARGET_DOMAINS
@@ -54,7 +55,8 @@ def parse_args() -> argparse.Namespace:
 def load_predictor(args: argparse.Namespace) -> nnUNetPredictor:
     results = args.workdir / "nnUNet_results"
     dataset = next(results.glob(f"Dataset{args.dataset_id:03d}_*"), None)
-    folder = dataset / f"{args.trainer}__{args.plans}__3d_fullres" if dataset else None
+    model = convert_trainer_plans_config_to_identifier(args.trainer, args.plans, "3d_fullres")
+    folder = dataset / model if dataset else None
     if folder is None or not (folder / f"fold_{args.fold}" / "checkpoint_final.pth").is_file():
         sys.exit(f"no trained model {args.trainer} ({args.plans}, fold {args.fold}) under {results}: train it first.")
     predictor = nnUNetPredictor(use_mirroring=False, device=torch.device("cpu"), allow_tqdm=False)

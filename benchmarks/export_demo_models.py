@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from _domain_shift_report import last_fifth_change, training_seconds
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunetv2_dropgen.demo.shipped import EXTRA_STATE, MANIFEST_FORMAT, load_manifest, shipped_dir, slim_checkpoint
 from nnunetv2_dropgen.synthetic import read_generation
@@ -54,9 +55,8 @@ def main() -> int:
         "nnU-Net (ERM)": f"nnUNetTrainer_{args.schedule}",
         "nnU-Net DA5": f"nnUNetTrainerDA5_{args.schedule}",
     }
-    checkpoints = {
-        t: results / f"{t}__{PLANS}__{CONFIGURATION}" / "fold_all" / "checkpoint_final.pth" for t in models.values()
-    }
+    folder = {t: convert_trainer_plans_config_to_identifier(t, PLANS, CONFIGURATION) for t in models.values()}
+    checkpoints = {t: results / folder[t] / "fold_all" / "checkpoint_final.pth" for t in models.values()}
     missing = [str(path) for path in checkpoints.values() if not path.is_file()]
     if missing:
         print(f"error: not trained yet: {', '.join(missing)}")

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
@@ -172,7 +173,8 @@ def nnunet_run(run: Run) -> dict[str, Any]:
     step("plan_and_preprocess", "nnUNetv2_plan_and_preprocess", *plan)
     train = ["nnUNetv2_train", "880", "3d_fullres", "all", "-tr", trainer_name, "-device", run.device]
     step("train", *train)
-    model = next((workdir / "nnUNet_results").glob("Dataset880_*")) / f"{trainer_name}__nnUNetPlans__3d_fullres"
+    identifier = convert_trainer_plans_config_to_identifier(trainer_name, "nnUNetPlans", "3d_fullres")
+    model = next((workdir / "nnUNet_results").glob("Dataset880_*")) / identifier
     fold = model / "fold_all"
     checkpoint = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     interrupted_at = checkpoint["current_epoch"] - 1  # as if the last epoch had not run

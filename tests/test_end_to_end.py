@@ -21,6 +21,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 from _tiny_dataset import write_tiny_dataset
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunetv2_dropgen.ext_trainers import trainer_dir
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
@@ -394,7 +395,8 @@ def test_dropgen_on_other_trainers_trains_continues_and_predicts(
     extra = {"nnUNet_extTrainer": f"{trainer_dir()}{os.pathsep}{folder}"}
     train = ["nnUNetv2_train", str(ONE_CH), "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", "cpu"]
     workspace.run(*train, weights=None, extra_env=extra)
-    model = next(workspace.results.glob(f"Dataset{ONE_CH}_*")) / f"{trainer}__{plans}__3d_fullres"
+    identifier = convert_trainer_plans_config_to_identifier(trainer, plans, "3d_fullres")
+    model = next(workspace.results.glob(f"Dataset{ONE_CH}_*")) / identifier
     fold = model / "fold_0"
     final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     embedded = torch.load(packaged_path(EMBEDDED), map_location="cpu", weights_only=True)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 from tqdm import tqdm
 
 from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_command, nnunet_environment, run_logged
@@ -229,7 +230,8 @@ def _request(
     env: Mapping[str, str],
 ) -> EvaluationRequest:
     """Every domain is a test set (the source one in-domain); predictions and results go into the working folder."""
-    model_folder = Path(env["nnUNet_results"]) / dataset.name / f"{trainers[0]}__{settings.plans}__{CONFIGURATION}"
+    model = convert_trainer_plans_config_to_identifier(trainers[0], settings.plans, CONFIGURATION)
+    model_folder = Path(env["nnUNet_results"]) / dataset.name / model
     title = f"Trained on '{SOURCE_DOMAIN}' only ({trainers[0]} vs {trainers[1]}); DropGen's extractor: {weights.name}"
     if not weights.verified:
         title += f"\nDropGen used UNVERIFIED extractor weights: not the published {weights.name} model"

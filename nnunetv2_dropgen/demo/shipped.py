@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunetv2_dropgen.evaluation import ModelSpec
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
@@ -68,7 +69,7 @@ class ShippedModel:
 
     @property
     def folder_name(self) -> str:
-        return f"{self.trainer}__{self.plans}__{self.configuration}"
+        return convert_trainer_plans_config_to_identifier(self.trainer, self.plans, self.configuration)
 
     @property
     def flat(self) -> bool:
