@@ -41,6 +41,7 @@ import math
 import shlex
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -209,6 +210,7 @@ class Bench:
         self.logs = args.workdir / "logs"
         self.times_file = args.workdir / "train_times.json"
         self.times: dict[str, float] = json.loads(self.times_file.read_text()) if self.times_file.is_file() else {}
+        self.times_lock = threading.Lock()  # --parallel trainings finish together and record at once
 
     def dataset(self, dataset_id: int, seed: int, cross_modality: bool = False) -> tuple[int, Path]:
         """Generate (or reuse) a seed's dataset, plan it, and write the CPU (and per-image) plans."""
@@ -298,10 +300,12 @@ class Bench:
 
     def record_time(self, key: str, seconds: float) -> None:
         """Add one training's wall time to train_times.json, keeping what other runs wrote meanwhile."""
-        if self.times_file.is_file():
-            self.times.update({k: v for k, v in json.loads(self.times_file.read_text()).items() if k not in self.times})
-        self.times[key] = seconds
-        write_json_atomic(self.times_file, self.times)
+        with self.times_lock:
+            if self.times_file.is_file():
+                recorded = json.loads(self.times_file.read_text())
+                self.times.update({k: v for k, v in recorded.items() if k not in self.times})
+            self.times[key] = seconds
+            write_json_atomic(self.times_file, self.times)
 
     def train_all(self, dataset_id: int, seed: int, arms: Sequence[Arm]) -> None:
         """Train every distinct model of `arms` (an arm listed twice trains once), --parallel at a time."""

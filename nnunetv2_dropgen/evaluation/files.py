@@ -4,15 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    """Write `text` to a temporary name in the same folder, then rename it over `path`."""
+    """Write `text` to a temporary file of its own in the same folder, then rename it over `path`.
+
+    Each call has its own temporary name, so writers racing for one path (two trainings of a benchmark
+    finishing together) each replace it whole: the last rename wins, none fails. A failed write leaves
+    nothing behind.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # a new file, with the umask's mode
+    try:
+        with open(temporary, "x") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path
 
 
