@@ -1,6 +1,6 @@
 """Write the benchmark's seed-0 models into the package, for `nnunetv2_dropgen demo` to evaluate.
 
-The demo cannot train for 12,000 iterations on a CPU in minutes; it evaluates these models beside the ones
+The demo cannot train for 20,000 iterations on a CPU in minutes; it evaluates these models beside the ones
 it trains (see nnunetv2_dropgen/demo/shipped.py). This script makes the shipped files from a domain-shift
 benchmark's nnU-Net results: slim checkpoints (no optimizer state, no extractor weights), plans.json,
 dataset.json and a manifest with what each model is, how long it trained, whether its curve was flat, and
@@ -39,7 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, required=True, help="the benchmark's --workdir")
     parser.add_argument("--dataset-id", type=int, default=620, help="default: 620 (seed 0)")
-    parser.add_argument("--schedule", default="48epochs", help="the trainers' schedule part (default: 48epochs)")
+    parser.add_argument("--schedule", default="80epochs", help="the trainers' schedule part (default: 80epochs)")
     parser.add_argument("--dropgen", default="minimix2_p075", help="DropGen's trainer-name middle part")
     parser.add_argument("--out", type=Path, default=shipped_dir(), help="default: the package's folder")
     args = parser.parse_args()
@@ -99,8 +99,8 @@ def main() -> int:
             "data": generation,
             "provenance": (
                 f"benchmarks/bench_domain_shift.py --schedule {args.schedule} --plans cpu, seed {generation['seed']} "
-                f"(dataset {raw[0].name}), fold all, one torch thread per training on a 2-core CPU; "
-                "benchmarks/RESULTS.md reports them"
+                f"(dataset {raw[0].name}), fold all, on a 2-core CPU; benchmarks/RESULTS.md reports them and "
+                "how they were trained"
             ),
         },
     )

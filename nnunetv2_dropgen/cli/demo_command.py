@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate a synthetic dataset, plan and preprocess it with nnU-Net, train DropGenTrainer "
         "and nnUNetTrainer on the source domain with the same short schedule, predict every test domain with "
         "both and print their Dice; then the same for models shipped with the package (DropGen, nnU-Net and "
-        "nnU-Net DA5 trained 12,000 iterations each on this generator's data), which a CPU cannot train in "
+        "nnU-Net DA5 trained 20,000 iterations each on this generator's data), which a CPU cannot train in "
         "minutes. Everything (nnU-Net folders, logs, figures) stays in --workdir.",
     )
     parser.add_argument(

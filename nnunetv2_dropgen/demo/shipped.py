@@ -1,14 +1,15 @@
-"""Models trained for 12,000 iterations that ship with the package, so the CPU demo can show them in minutes.
+"""Models trained for 20,000 iterations that ship with the package, so the CPU demo can show them in minutes.
 
 On a 2-core CPU the demo can train only 1000 iterations per model, far too few for DropGen (whose input
 loses three quarters of its channels at every step). The CPU benchmark's seed-0 models (DropGen, nnU-Net
-and nnU-Net DA5, 12,000 iterations each on the same synthetic generator with the same narrow CPU plans;
-`benchmarks/bench_domain_shift.py --schedule 48epochs`, written by `benchmarks/export_demo_models.py`)
+and nnU-Net DA5, 20,000 iterations each on the same synthetic generator with the same narrow CPU plans;
+`benchmarks/bench_domain_shift.py --schedule 80epochs`, written by `benchmarks/export_demo_models.py`)
 ship in `shipped_models/` as slim checkpoints: the backbone's weights and the feature record, without the
 optimizer state and without the extractor's weights, which are the package's own embedded file (its
 sha256 is in each record). `install_shipped_models` rebuilds nnU-Net model folders from them, so the demo
 predicts with them through nnU-Net's own predictor, exactly as with the models it trains. Whether each
-model had stopped improving is in the manifest (`last_fifth_change`): nnU-Net's had, DropGen's had not.
+model had stopped improving is in the manifest (`last_fifth_change`): all three had (DropGen had not at
+12,000 iterations, the models shipped before).
 """
 
 from __future__ import annotations
