@@ -88,10 +88,16 @@ _TRAIN_SEEDED = (
     "import os, random, sys, numpy, torch; seed = int(sys.argv[1]); random.seed(seed); numpy.random.seed(seed); "
     "torch.manual_seed(seed); threads = int(os.environ.get('DROPGEN_BENCH_THREADS', '0')); "
     "set_threads = torch.set_num_threads; torch.set_num_threads = lambda n: set_threads(threads or n); "
+    "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer as T; init = T.__init__; "
+    "every = int(os.environ.get('DROPGEN_BENCH_SAVE_EVERY', '0')); "
+    "T.__init__ = lambda self, *a, **k: "
+    "(init(self, *a, **k), setattr(self, 'save_every', every or self.save_every))[0]; "
     "sys.argv = ['nnUNetv2_train', *sys.argv[2:]]; "
     "from nnunetv2.run.run_training import run_training_entry; run_training_entry()"
 )
-"""nnUNetv2_train, seeded, with as many torch threads as DROPGEN_BENCH_THREADS says (nnU-Net takes every core)."""
+"""nnUNetv2_train, seeded, with as many torch threads as DROPGEN_BENCH_THREADS says (nnU-Net takes every core),
+writing checkpoint_latest.pth every DROPGEN_BENCH_SAVE_EVERY epochs (nnU-Net: 50), so a run stopped at the end of
+a session loses at most that many epochs."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,14 @@ def parse_args() -> argparse.Namespace:
         "a later run with more arms reuses every finished model",
     )
     parser.add_argument("--parallel", type=int, default=1, help="models trained at once, one thread each (default 1)")
+    parser.add_argument(
+        "--save-every",
+        type=int,
+        default=10,
+        metavar="EPOCHS",
+        help="write nnU-Net's checkpoint_latest.pth every EPOCHS epochs, from which a stopped run continues "
+        "(default 10; nnU-Net's own: 50)",
+    )
     parser.add_argument(
         "--disable-tta",
         action="store_true",
@@ -276,7 +290,7 @@ class Bench:
     def train(self, dataset_id: int, seed: int, arm: Arm) -> None:
         """Train `arm` unless its final checkpoint exists; record the wall time.
 
-        A training interrupted after nnU-Net wrote checkpoint_latest.pth (every 50 epochs) continues from
+        A training interrupted after nnU-Net wrote checkpoint_latest.pth (every --save-every epochs) continues from
         it (nnUNetv2_train --c); its time is then read from the checkpoint's epoch timestamps (train_time).
         """
         fold = self.model_folder(dataset_id, arm)
@@ -290,7 +304,7 @@ class Bench:
             log = log.with_name(f"{log.stem}_resumed{log.suffix}")
         how = "continuing from checkpoint_latest.pth (delete it to start over)" if resume else "training"
         print(f"  {how} {arm.label}: {arm.trainer} -p {arm.plans}, fold {arm.fold} (log: {log})", flush=True)
-        env = dict(self.env)
+        env = dict(self.env, DROPGEN_BENCH_SAVE_EVERY=str(self.args.save_every))
         if self.args.parallel > 1:
             env["DROPGEN_BENCH_THREADS"] = "1"
         start = time.perf_counter()
