@@ -202,10 +202,14 @@ def test_predict_ensemble_of_two_folds_with_best_checkpoint(workspace: Workspace
     fold_1 = trained.parent / "fold_1"
     shutil.copytree(trained, fold_1, dirs_exist_ok=True)
     checkpoint = torch.load(fold_1 / "checkpoint_best.pth", map_location="cpu", weights_only=False)
-    generator = torch.Generator().manual_seed(0)
-    for key, value in checkpoint["network_weights"].items():
+    weights, generator = checkpoint["network_weights"], torch.Generator().manual_seed(0)
+    for key, value in weights.items():
         if key.startswith("backbone.") and value.is_floating_point():
             value.add_(torch.randn(value.shape, generator=generator) * 0.05)
+    # and 5 more logits for the last label at the output: fold 1 differs even where fold 0's softmax saturates
+    biases = [k for k in weights if ".seg_layers." in k and k.endswith(".bias")]
+    output = max(biases, key=lambda k: int(k.split(".")[-2]))  # the full-resolution head
+    weights[output][-1] += 5.0
     torch.save(checkpoint, fold_1 / "checkpoint_best.pth")
 
     single, ensemble = workspace.root / "pred_best_fold0", workspace.root / "pred_ensemble"
