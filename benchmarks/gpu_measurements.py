@@ -38,7 +38,6 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 BENCHMARKS = Path(__file__).resolve().parent
 ROOT = BENCHMARKS.parent
@@ -152,6 +151,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 def nnunet_run(run: Run) -> dict[str, Any]:
     """nnU-Net's own commands with DropGen and the embedded extractor: train, resume, predict on both devices."""
+    from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+
     from nnunetv2_dropgen.demo.commands import nnunet_command, nnunet_environment
     from nnunetv2_dropgen.synthetic import generate_dataset
 
