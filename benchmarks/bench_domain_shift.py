@@ -85,13 +85,13 @@ INFERENCE_ONLY_OPTIONS = ("volumeScaling",)
 """Options that change prediction only (network.options): their arm is DropGen's trained weights with the option
 recorded, so the comparison with DropGen is paired, free of training noise, and costs no training."""
 _TRAIN_SEEDED = (
-    "import os, random, sys, numpy, torch; seed = int(sys.argv[1]); random.seed(seed); numpy.random.seed(seed); "
-    "torch.manual_seed(seed); threads = int(os.environ.get('DROPGEN_BENCH_THREADS', '0')); "
+    "import functools, os, random, sys, numpy, torch; seed = int(sys.argv[1]); random.seed(seed); "
+    "numpy.random.seed(seed); torch.manual_seed(seed); threads = int(os.environ.get('DROPGEN_BENCH_THREADS', '0')); "
     "set_threads = torch.set_num_threads; torch.set_num_threads = lambda n: set_threads(threads or n); "
     "from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer as T; init = T.__init__; "
     "every = int(os.environ.get('DROPGEN_BENCH_SAVE_EVERY', '0')); "
-    "T.__init__ = lambda self, *a, **k: "
-    "(init(self, *a, **k), setattr(self, 'save_every', every or self.save_every))[0]; "
+    "T.__init__ = functools.wraps(init)(lambda self, *a, **k: "
+    "(init(self, *a, **k), setattr(self, 'save_every', every or self.save_every))[0]); "
     "sys.argv = ['nnUNetv2_train', *sys.argv[2:]]; "
     "from nnunetv2.run.run_training import run_training_entry; run_training_entry()"
 )
@@ -177,6 +177,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--report", type=Path, help="Markdown report (default: <workdir>/domain_shift_report.md)")
     args = parser.parse_args()
+    if args.save_every < 1:
+        parser.error(f"--save-every must be at least 1 epoch, not {args.save_every}")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tiny, cpu = args.tiny, args.device == "cpu"
     args.schedule = args.schedule or ("demoTiny" if tiny else "cpuBench" if cpu else "demoGPU")

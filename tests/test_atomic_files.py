@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
@@ -55,7 +56,8 @@ def test_writers_racing_for_one_path_all_succeed_and_leave_one_whole_file(tmp_pa
     for thread in threads:
         thread.join()
     assert errors == []
-    assert '"repeat": 19' in target.read_text() and list(tmp_path.iterdir()) == [target]
+    written = json.loads(target.read_text())  # one writer's whole file, not pieces of several
+    assert written["repeat"] == 19 and len(written["padding"]) == 10_000 and list(tmp_path.iterdir()) == [target]
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:

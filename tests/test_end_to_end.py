@@ -206,7 +206,8 @@ def test_predict_ensemble_of_two_folds_with_best_checkpoint(workspace: Workspace
     for key, value in weights.items():
         if key.startswith("backbone.") and value.is_floating_point():
             value.add_(torch.randn(value.shape, generator=generator) * 0.05)
-    # and 5 more logits for the last label at the output: fold 1 differs even where fold 0's softmax saturates
+    # and +5 on the last label's output logit (+2.5 in the ensemble, which averages logits): the folds' softmax
+    # outputs differ even where fold 0's saturates
     biases = [k for k in weights if ".seg_layers." in k and k.endswith(".bias")]
     output = max(biases, key=lambda k: int(k.split(".")[-2]))  # the full-resolution head
     weights[output][-1] += 5.0
