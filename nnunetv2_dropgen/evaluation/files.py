@@ -12,8 +12,8 @@ def write_text_atomic(path: Path, text: str) -> Path:
     """Write `text` to a temporary file of its own in the same folder, then rename it over `path`.
 
     Each call has its own temporary name, so writers racing for one path (two trainings of a benchmark
-    finishing together) each replace it whole: the last rename wins, none fails. A failed write leaves
-    nothing behind.
+    finishing together) each replace it whole: on POSIX the last rename wins and none fails. A failed
+    write leaves nothing behind.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # a new file, with the umask's mode
