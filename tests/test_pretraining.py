@@ -49,6 +49,7 @@ from nnunetv2_dropgen.pretraining import (
 from nnunetv2_dropgen.pretraining import loop as loop_module
 from nnunetv2_dropgen.pretraining.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from nnunetv2_dropgen.pretraining.objective import level_channels
+from nnunetv2_dropgen.pretraining.progress import PANELS, progress_figure, progress_path
 from nnunetv2_dropgen.synthetic import random_label_map
 from nnunetv2_dropgen.weights import WeightsError, read_record, sha256_file
 
@@ -234,6 +235,35 @@ def test_pretrain_writes_strict_weights_a_record_and_a_checkpoint(spec, pool, br
     assert load_checkpoint(checkpoint_path(out))["step"] == BRIEF_STEPS
     with pytest.raises(CheckpointError, match="--resume"):
         pretrain(quick_settings(out, steps=BRIEF_STEPS + 1), spec, pool, pool)
+
+
+def test_pretrain_draws_its_stability_curve_beside_the_weights(brief_run):
+    out, _ = brief_run
+    curve = progress_path(out)
+    assert curve == out.with_name("brief.progress.png")
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stability_curve_draws_every_evaluation_the_reference_and_the_best():
+    history = [
+        {"step": 10 * (i + 1), "gap": 0.2 * i, "probe_dice_other": 0.1 * i, "probe_dice_fitted": 0.15 * i}
+        for i in range(4)
+    ]
+    random_weights = {"gap": 0.05, "probe_dice_other": 0.07, "probe_dice_fitted": 0.2}
+    figure = progress_figure(history, best=history[2], random_weights=random_weights)
+    for ax, (_, curves) in zip(figure.axes, PANELS, strict=True):
+        lines = ax.get_lines()
+        for key, _ in curves:
+            drawn = [line for line in lines if list(line.get_ydata()) == [entry[key] for entry in history]]
+            assert len(drawn) == 1 and list(drawn[0].get_xdata()) == [10, 20, 30, 40], key
+            dashed = [
+                line for line in lines if line.get_linestyle() == "--" and line.get_color() == drawn[0].get_color()
+            ]
+            assert [list(line.get_ydata()) for line in dashed] == [[random_weights[key]] * 2], key
+            stars = [line for line in lines if line.get_marker() == "*" and line.get_color() == drawn[0].get_color()]
+            assert [(list(s.get_xdata()), list(s.get_ydata())) for s in stars] == [([30], [history[2][key]])], key
+    with pytest.raises(ValueError, match="evaluate-every"):
+        progress_figure([])
 
 
 def test_a_few_steps_lower_the_loss(brief_run):

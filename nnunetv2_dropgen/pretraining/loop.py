@@ -41,6 +41,7 @@ from nnunetv2_dropgen.pretraining.heads import HEAD_WIDTH
 from nnunetv2_dropgen.pretraining.loss import SAMPLES_PER_LEVEL, TEMPERATURE
 from nnunetv2_dropgen.pretraining.objective import ContrastiveObjective, level_channels
 from nnunetv2_dropgen.pretraining.pool import StructurePool
+from nnunetv2_dropgen.pretraining.progress import progress_path, write_progress
 from nnunetv2_dropgen.pretraining.references import initialise_extractor, random_extractor
 from nnunetv2_dropgen.pretraining.stability import (
     StabilityBenchmark,
@@ -376,6 +377,19 @@ class _Run:
         save_pretrained(_plain_state(self.objective.extractor), best_path(self.settings.out), record)
         return True
 
+    def write_progress(self, final: StabilityMetrics | None = None, reference: StabilityMetrics | None = None) -> None:
+        """Redraw the curve beside the weights (rank 0): the history, the `final` measurement when the last
+        evaluation was at another step, the random-weights `reference` once measured."""
+        history = list(self.history)
+        if final is not None and (not history or history[-1]["step"] != self.step):
+            history.append({"step": self.step, **final.as_dict()})
+        if not history:
+            return
+        title = f"{self.settings.out.name} ({self.settings.architecture}): stability on the held-out maps"
+        write_progress(
+            progress_path(self.settings.out), history, self.best, reference.as_dict() if reference else None, title
+        )
+
 
 def best_path(out: Path) -> Path:
     """Where the best weights by the held-out metric go: `model.pth` -> `model.best.pth` (with its record)."""
@@ -460,6 +474,7 @@ def _steps(run: _Run, pool: StructurePool, command: str) -> tuple[bool, list[flo
                 bar.set_postfix(loss=f"{average:.3f}", **_postfix(run.history))
                 best = run.keep_if_best(metrics, command, pool)
                 bar.write(f"step {run.step}: {metrics.describe()}" + (" (best so far, kept)" if best else ""))
+                run.write_progress()
             if context.is_main and run.step % settings.checkpoint_every == 0 and run.step < settings.steps:
                 run.save_checkpoint()
     except KeyboardInterrupt:
@@ -482,6 +497,7 @@ def _write_outputs(run: _Run, result: PretrainResult, pool: StructurePool, comma
             print(f"stability after {run.step} steps: {result.metrics.describe()}")
             print(f"reference, random weights: {reference.describe()}")
             run.keep_if_best(result.metrics, command, pool)
+            run.write_progress(result.metrics, reference)
         except KeyboardInterrupt:
             result.interrupted, result.metrics = True, None
             print("final stability metrics skipped (Ctrl-C); writing the weights")
