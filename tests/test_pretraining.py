@@ -460,7 +460,7 @@ def test_ddp_with_gloo_on_two_processes_keeps_ranks_identical(tmp_path):
     for key, value in ranks[0]["state"].items():
         assert torch.equal(ranks[1]["state"][key], value), f"ranks differ in {key}"
     written = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("rank"))
-    expected = ["ddp.best.json", "ddp.best.pth", "ddp.checkpoint.pth", "ddp.json", "ddp.pth"]
+    expected = ["ddp.best.json", "ddp.best.pth", "ddp.checkpoint.pth", "ddp.json", "ddp.progress.png", "ddp.pth"]
     assert written == expected, "only rank 0 writes files"
     assert json.loads((tmp_path / "ddp.json").read_text())["world_size"] == 2
     saved = torch.load(tmp_path / "ddp.pth", weights_only=True)
