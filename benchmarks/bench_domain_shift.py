@@ -305,7 +305,9 @@ class Bench:
         if resume:
             log = log.with_name(f"{log.stem}_resumed{log.suffix}")
         how = "continuing from checkpoint_latest.pth (delete it to start over)" if resume else "training"
-        print(f"  {how} {arm.label}: {arm.trainer} -p {arm.plans}, fold {arm.fold} (log: {log})", flush=True)
+        # one write per line: print() writes the text and its newline separately, and --parallel threads interleave
+        sys.stdout.write(f"  {how} {arm.label}: {arm.trainer} -p {arm.plans}, fold {arm.fold} (log: {log})\n")
+        sys.stdout.flush()
         env = dict(self.env, DROPGEN_BENCH_SAVE_EVERY=str(self.args.save_every))
         if self.args.parallel > 1:
             env["DROPGEN_BENCH_THREADS"] = "1"
