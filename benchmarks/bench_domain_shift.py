@@ -60,6 +60,7 @@ from _domain_shift_report import (
     training_seconds,
     verdict,
 )
+from filelock import FileLock
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunetv2_dropgen.cli import splits_command
@@ -226,7 +227,9 @@ class Bench:
         self.logs = args.workdir / "logs"
         self.times_file = args.workdir / "train_times.json"
         self.times: dict[str, float] = json.loads(self.times_file.read_text()) if self.times_file.is_file() else {}
-        self.times_lock = threading.Lock()  # --parallel trainings finish together and record at once
+        # --parallel trainings finish together and record at once, and two runs may share a --workdir
+        self.times_lock = threading.Lock()
+        self.times_file_lock = FileLock(self.times_file.with_name(f"{self.times_file.name}.lock"))
 
     def dataset(self, dataset_id: int, seed: int, cross_modality: bool = False) -> tuple[int, Path]:
         """Generate (or reuse) a seed's dataset, plan it, and write the CPU (and per-image) plans."""
@@ -317,8 +320,9 @@ class Bench:
             self.record_time(self.time_key(dataset_id, arm), time.perf_counter() - start)
 
     def record_time(self, key: str, seconds: float) -> None:
-        """Add one training's wall time to train_times.json, keeping what other runs wrote meanwhile."""
-        with self.times_lock:
+        """Add one training's wall time to train_times.json, keeping what other threads and runs (other processes
+        on the same --workdir, under a file lock: filelock comes with torch) wrote meanwhile."""
+        with self.times_lock, self.times_file_lock:
             if self.times_file.is_file():
                 recorded = json.loads(self.times_file.read_text())
                 self.times.update({k: v for k, v in recorded.items() if k not in self.times})
