@@ -41,7 +41,6 @@ import math
 import shlex
 import shutil
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -227,9 +226,9 @@ class Bench:
         self.logs = args.workdir / "logs"
         self.times_file = args.workdir / "train_times.json"
         self.times: dict[str, float] = json.loads(self.times_file.read_text()) if self.times_file.is_file() else {}
-        # --parallel trainings finish together and record at once, and two runs may share a --workdir
-        self.times_lock = threading.Lock()
-        self.times_file_lock = FileLock(self.times_file.with_name(f"{self.times_file.name}.lock"))
+        # --parallel trainings finish together and record at once, and two runs may share a --workdir: a file
+        # lock excludes both (filelock, a torch dependency, opens the lock file per thread)
+        self.times_lock = FileLock(self.times_file.with_name(f"{self.times_file.name}.lock"))
 
     def dataset(self, dataset_id: int, seed: int, cross_modality: bool = False) -> tuple[int, Path]:
         """Generate (or reuse) a seed's dataset, plan it, and write the CPU (and per-image) plans."""
@@ -320,9 +319,9 @@ class Bench:
             self.record_time(self.time_key(dataset_id, arm), time.perf_counter() - start)
 
     def record_time(self, key: str, seconds: float) -> None:
-        """Add one training's wall time to train_times.json, keeping what other threads and runs (other processes
-        on the same --workdir, under a file lock: filelock comes with torch) wrote meanwhile."""
-        with self.times_lock, self.times_file_lock:
+        """Add one training's wall time to train_times.json, keeping what other threads and runs on the same
+        --workdir wrote meanwhile."""
+        with self.times_lock:
             if self.times_file.is_file():
                 recorded = json.loads(self.times_file.read_text())
                 self.times.update({k: v for k, v in recorded.items() if k not in self.times})
