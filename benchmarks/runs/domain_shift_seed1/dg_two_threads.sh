@@ -1,4 +1,6 @@
 #!/bin/bash
+# As run on 2026-12-01: /work/snap2 was a git worktree of this repository (removed since), /work/bench the
+# benchmark's --workdir; on another machine use a checkout and copy runs/*/nnUNet_results into the workdir.
 # when seed 1's ERM is final, let DropGen reach its next checkpoint, then continue it alone with two threads
 # (one thread alone leaves a core idle: DropGen alone with two threads ran 57 s per epoch on seed 0)
 res=/work/bench/nnUNet_results/Dataset621_DomainShiftSeed1

@@ -1,4 +1,6 @@
 #!/bin/bash
+# As run on 2026-12-01: /work/snap2 was a git worktree of this repository (removed since), /work/bench the
+# benchmark's --workdir; on another machine use a checkout and copy runs/*/nnUNet_results into the workdir.
 # seed 1 at 80 epochs, two models side by side with one thread each. Measured here: ERM alone with two threads
 # 56 s per epoch, ERM next to DropGen 80 s, DropGen next to ERM 130 s: side by side does more per hour.
 cd /work/snap2
