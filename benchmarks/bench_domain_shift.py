@@ -14,20 +14,22 @@ same seed, and is scored by `nnunetv2_dropgen evaluate`'s code on every held-out
   anatomix      DropGenTrainer_anatomix[_pNNN]_<schedule> (--with-anatomix, when its weights are available)
 
 On a CPU every arm uses the narrow plans (`nnunetv2_dropgen plans --cpu`, `-p nnUNetPlansCPU`) and the
-`cpuBench` schedule, long enough for every arm's pseudo-Dice curve to flatten (the report says whether it
-did). Settings are chosen on a separately generated `validation` domain, never on the test domains: with
---choose-p, DropGen is trained once per dropout probability on the first seed and the p with the best
-validation Dice is used for every seed. Each seed generates its own dataset (its own dataset id) and seeds
-torch/numpy/random in the training process; nnU-Net's augmentation workers draw their own randomness,
-which the spread over seeds includes. --cross-modality adds the CT-to-MR experiment: ERM and DropGen
-trained on a CT with nnU-Net's CT plans and with per-image normalization plans, tested on MR-like domains.
+`80epochs` schedule (20,000 iterations), the shortest measured after which every arm's pseudo-Dice curve is
+flat (the report says whether it was; `cpuBench`, 3000 iterations, is a quick look at which DropGen has not
+converged: benchmarks/RESULTS.md). Settings are chosen on a separately generated `validation` domain, never on
+the test domains: with --choose-p, DropGen is trained once per dropout probability on the first seed and the p
+with the best validation Dice is used for every seed. Each seed generates its own dataset (its own dataset id)
+and seeds torch/numpy/random in the training process; nnU-Net's augmentation workers draw their own
+randomness, which the spread over seeds includes. --cross-modality adds the CT-to-MR experiment: ERM and
+DropGen trained on a CT with nnU-Net's CT plans and with per-image normalization plans, tested on MR-like
+domains.
 
 The report (Markdown, JSON, a figure of every arm's pseudo-Dice curve) gives Dice per domain (mean and
 spread over seeds), DropGen minus ERM with a 95 % interval over seeds and test cases, convergence per arm
 and the verdict against the targets. Trained models and predictions stay in --workdir, so an interrupted
 run resumes; --parallel N trains N models at once, one torch thread each.
 
-    PYTHONPATH=. python benchmarks/bench_domain_shift.py --parallel 2                # CPU: the cpuBench schedule
+    PYTHONPATH=. python benchmarks/bench_domain_shift.py --parallel 2                # CPU: 80epochs (hours per seed)
     PYTHONPATH=. python benchmarks/bench_domain_shift.py --device cuda               # GPU: the 'demoGPU' schedule
     PYTHONPATH=. python benchmarks/bench_domain_shift.py --tiny                      # checks every step runs
 """
@@ -122,7 +124,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="smallest settings that run every step (a smoke test)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
     parser.add_argument(
-        "--schedule", help="trainer-name schedule (default: demoGPU on cuda, cpuBench on cpu, demoTiny)"
+        "--schedule", help="trainer-name schedule (default: demoGPU on cuda, 80epochs on cpu, demoTiny with --tiny)"
     )
     parser.add_argument("--plans", choices=("cpu", "default"), help="default: cpu (narrow) on a CPU, else nnU-Net's")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--tiny: 0)")
@@ -181,7 +183,7 @@ def parse_args() -> argparse.Namespace:
         parser.error(f"--save-every must be at least 1 epoch, not {args.save_every}")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tiny, cpu = args.tiny, args.device == "cpu"
-    args.schedule = args.schedule or ("demoTiny" if tiny else "cpuBench" if cpu else "demoGPU")
+    args.schedule = args.schedule or ("demoTiny" if tiny else "80epochs" if cpu else "demoGPU")
     args.plans = CPU_PLANS if (args.plans or ("cpu" if cpu else "default")) == "cpu" else DEFAULT_PLANS
     args.seeds = args.seeds or ([0] if tiny else [0, 1, 2])
     args.choose_p = args.choose_p or ([0.5, 0.75] if tiny else [0.5, 0.75, 0.9])

@@ -27,8 +27,9 @@ NAMED_SCHEDULES: dict[str, Schedule] = {
 }
 """Schedules by trainer-name part. quick: a smoke test of a set-up (minutes on a CPU). demoTiny: the demo's
 CI smoke test. demo: 1000 iterations, the CPU demo with the narrow CPU plans (nnU-Net's curve is flat by then,
-DropGen's still rising; see benchmarks/RESULTS.md). cpuBench: 3000 iterations, the CPU domain-shift benchmark,
-for every arm. demoGPU: 3000 iterations.
+DropGen's still rising; see benchmarks/RESULTS.md). cpuBench: 3000 iterations, a quick look at the CPU
+domain-shift benchmark (DropGen has not converged by then; the benchmark's CPU default is `80epochs`, 20,000
+iterations). demoGPU: 3000 iterations.
 The demo and benchmark ones train on fold 'all' and are scored on held-out test sets, so they skip the final
 validation."""
 
