@@ -532,3 +532,27 @@ def test_an_unknown_record_format_is_refused():
     state["_extra_state"] = {"format": "something-else/9"}
     with pytest.raises(FeaturePipelineMismatch, match="another nnunetv2-dropgen version"):
         DropGenNetwork(spec, tiny_backbone(4)).load_state_dict(state)
+
+
+def test_a_fold_started_from_other_extractor_weights_than_its_siblings_is_named(tmp_path) -> None:
+    """Folds of one model are ensembled; DROPGEN_WEIGHTS_<NAME> is not in the trainer name, so a fold trained
+    without it (or with another file) must be said, from the sha256 each checkpoint records."""
+    from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
+
+    model = tmp_path / "DropGenTrainer__nnUNetPlans__3d_fullres"
+    for fold, sha in (("fold_0", "a" * 64), ("fold_1", "b" * 64)):
+        net = _repeat_net()
+        net.record = net.record.with_weights(sha, f"origin of {fold}")
+        (model / fold).mkdir(parents=True)
+        torch.save({"network_weights": net.state_dict()}, model / fold / "checkpoint_final.pth")
+    (model / "fold_3").mkdir()  # a fold without a checkpoint yet says nothing
+    this = _repeat_net().record.with_weights("a" * 64, "environment (DROPGEN_WEIGHTS_X)")
+
+    warning = mixed_weights_warning(model / "fold_2", this, "DROPGEN_WEIGHTS_X")
+    assert warning is not None and "fold_1: sha256 " + "b" * 64 in warning and "origin of fold_1" in warning
+    assert "fold_0" not in warning, "a sibling with the same weights is not listed"
+    assert "DROPGEN_WEIGHTS_X" in warning and "nnUNetv2_predict ensembles the folds" in warning
+    same = this.with_weights("b" * 64, "x")
+    assert "fold_0" in mixed_weights_warning(model / "fold_1", same, "DROPGEN_WEIGHTS_X"), "fold_1 itself is skipped"
+    (model / "fold_1" / "checkpoint_final.pth").unlink()
+    assert mixed_weights_warning(model / "fold_2", this, "DROPGEN_WEIGHTS_X") is None

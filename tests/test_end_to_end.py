@@ -327,6 +327,9 @@ def test_fine_tuning_with_other_extractor_weights_says_the_features_changed(
     state = torch.load(packaged_path(EMBEDDED), map_location="cpu", weights_only=True)
     torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, other)
     source = trained / "checkpoint_final.pth"
+    sibling = workspace.model_folder(ONE_CH, trainer=SHORT) / "fold_0"  # a fold of this model on the shipped weights
+    sibling.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, sibling / "checkpoint_final.pth")
     workspace.run(
         "nnUNetv2_train", str(ONE_CH), "3d_fullres", "3", "-tr", SHORT, "-device", "cpu",
         "-pretrained_weights", str(source), weights=str(other),
@@ -335,6 +338,9 @@ def test_fine_tuning_with_other_extractor_weights_says_the_features_changed(
     log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
     assert f"DropGen: NOTE: the backbone of {source} was trained on the features of other extractor weights" in log
     assert f"DROPGEN_WEIGHTS_MINIMIX now gives sha256 {sha256_file(other)}" in log
+    # the ensemble of this model's folds would mix two feature sets: said, with the sibling's weights
+    assert "DropGen: WARNING: this fold's extractor weights" in log
+    assert f"fold_0: sha256 {sha256_file(packaged_path(EMBEDDED))}" in log
 
 
 def test_python_predictor_and_nnunet_ensemble_use_dropgen_checkpoints(workspace: Workspace, trained: Path) -> None:

@@ -18,7 +18,8 @@ from nnunetv2_dropgen.feature_extractors.preprocessing import VoxelwiseNormaliza
 from nnunetv2_dropgen.network.feature_record import FeatureRecord
 from nnunetv2_dropgen.network.options import check_options, use_batch_statistics
 
-_RECORD_KEY = "_extra_state"  # where nn.Module puts get_extra_state() in the state_dict
+RECORD_KEY = "_extra_state"
+"""Where nn.Module puts `DropGenNetwork.get_extra_state()` (the feature record) in the state_dict."""
 
 
 def centered_padding(shape: tuple[int, ...], multiple: int, min_size: int) -> list[int]:
@@ -176,8 +177,8 @@ class DropGenNetwork(nn.Module):
 
     def _accept_unrecorded_checkpoint(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         """A checkpoint from before records existed is checked against what that version computed."""
-        if any(key.startswith(prefix) for key in state_dict) and prefix + _RECORD_KEY not in state_dict:
-            state_dict[prefix + _RECORD_KEY] = FeatureRecord.legacy(self.spec).to_state()
+        if any(key.startswith(prefix) for key in state_dict) and prefix + RECORD_KEY not in state_dict:
+            state_dict[prefix + RECORD_KEY] = FeatureRecord.legacy(self.spec).to_state()
 
     def extra_repr(self) -> str:
         return (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -24,6 +25,7 @@ from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, load
 from nnunetv2_dropgen.plans import ct_channels
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
 from nnunetv2_dropgen.trainers.pretrained_weights import unwrapped
+from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
 from nnunetv2_dropgen.weights import env_var_for
 
 
@@ -152,7 +154,14 @@ class DropGen:
         elif not self._extractor_weights_from_checkpoint:
             load_extractor_weights(network)
         self._log_dropgen_settings(network)
+        self._warn(mixed_weights_warning(Path(self.output_folder), network.record, env_var_for(network.spec.name)))
         super().on_train_start()
+
+    def _warn(self, sentence: str | None) -> None:
+        """Put `sentence` in the training log and raise it as a Python warning (None: nothing to say)."""
+        if sentence:
+            self.print_to_log_file(f"DropGen: WARNING: {sentence}")
+            warnings.warn(sentence, stacklevel=3)
 
     def _keep_or_replace_pretrained_extractor(self, network: DropGenNetwork) -> None:
         """Fine-tuning (-pretrained_weights): the backbone learned from that checkpoint's extractor, so keep it,
@@ -193,10 +202,7 @@ class DropGen:
         ]
         for line in lines:
             self.print_to_log_file(line)
-        warning = ct_normalization_warning(self.plans_manager, self.configuration_name)
-        if warning:
-            self.print_to_log_file(f"DropGen: WARNING: {warning}")
-            warnings.warn(warning, stacklevel=2)
+        self._warn(ct_normalization_warning(self.plans_manager, self.configuration_name))
 
 
 def ct_normalization_warning(plans_manager: PlansManager, configuration: str) -> str | None:
