@@ -21,6 +21,7 @@ from torch import nn
 
 from nnunetv2_dropgen.feature_extractors import InstanceNormalization, registered_extractor, scale_to_unit_range
 from nnunetv2_dropgen.network import DropGenNetwork, FeaturePipelineMismatch, build_dropgen_network, centered_padding
+from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
 
 
 def _repeat_net(
@@ -537,8 +538,6 @@ def test_an_unknown_record_format_is_refused():
 def test_a_fold_started_from_other_extractor_weights_than_its_siblings_is_named(tmp_path) -> None:
     """Folds of one model are ensembled; DROPGEN_WEIGHTS_<NAME> is not in the trainer name, so a fold trained
     without it (or with another file) must be said, from the sha256 each checkpoint records."""
-    from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
-
     model = tmp_path / "DropGenTrainer__nnUNetPlans__3d_fullres"
     for fold, sha in (("fold_0", "a" * 64), ("fold_1", "b" * 64)):
         net = _repeat_net()
