@@ -545,6 +545,9 @@ def test_a_fold_started_from_other_extractor_weights_than_its_siblings_is_named(
         (model / fold).mkdir(parents=True)
         torch.save({"network_weights": net.state_dict()}, model / fold / "checkpoint_final.pth")
     (model / "fold_3").mkdir()  # a fold without a checkpoint yet says nothing
+    (model / "fold_4").mkdir()  # nor one whose checkpoint a parallel training is writing
+    written = (model / "fold_1" / "checkpoint_final.pth").read_bytes()
+    (model / "fold_4" / "checkpoint_final.pth").write_bytes(written[: len(written) // 2])
     this = _repeat_net().record.with_weights("a" * 64, "environment (DROPGEN_WEIGHTS_X)")
 
     warning = mixed_weights_warning(model / "fold_2", this, "DROPGEN_WEIGHTS_X")

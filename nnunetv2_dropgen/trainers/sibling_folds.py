@@ -22,7 +22,8 @@ def sibling_fold_records(fold_folder: Path) -> dict[str, FeatureRecord]:
     """The feature record of every other fold of the same model folder, by fold folder name.
 
     `fold_folder` is `<nnUNet_results>/DatasetXXX/<trainer>__<plans>__<configuration>/fold_<k>`. A sibling
-    counts once it has a checkpoint (final, else latest, else best); one without a record is skipped.
+    counts once it has a checkpoint (final, else latest, else best); one that cannot be read (a fold training in
+    parallel may be writing it) or has no record is skipped.
     """
     records: dict[str, FeatureRecord] = {}
     for sibling in sorted(fold_folder.parent.glob("fold_*")):
@@ -31,9 +32,11 @@ def sibling_fold_records(fold_folder: Path) -> dict[str, FeatureRecord]:
         checkpoint = next((sibling / c for c in _CHECKPOINTS if (sibling / c).is_file()), None)
         if checkpoint is None:
             continue
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False).get("network_weights", {})
-        if isinstance(state, dict) and RECORD_KEY in state:
+        try:  # mmap: only the record is read, not the weights and optimizer state (hundreds of MB on default plans)
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)["network_weights"]
             records[sibling.name] = FeatureRecord.from_state(state[RECORD_KEY])
+        except Exception:  # being written by a fold training in parallel, or not a DropGen checkpoint
+            continue
     return records
 
 
