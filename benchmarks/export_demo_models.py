@@ -24,7 +24,8 @@ import torch
 from _domain_shift_report import last_fifth_change, training_seconds
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
-from nnunetv2_dropgen.demo.shipped import EXTRA_STATE, MANIFEST_FORMAT, load_manifest, shipped_dir, slim_checkpoint
+from nnunetv2_dropgen.demo.shipped import MANIFEST_FORMAT, load_manifest, shipped_dir, slim_checkpoint
+from nnunetv2_dropgen.network.dropgen_network import RECORD_KEY
 from nnunetv2_dropgen.synthetic import read_generation
 from nnunetv2_dropgen.trainers.schedule import schedule_from_token
 from nnunetv2_dropgen.weights.files import write_json_atomically
@@ -74,7 +75,7 @@ def main() -> int:
         for name in ("plans.json", "dataset.json"):
             shutil.copyfile(checkpoints[trainer].parents[1] / name, staging / f"{trainer}.{name}")
         log = checkpoint["logging"]
-        record = checkpoint["network_weights"].get(EXTRA_STATE)
+        record = checkpoint["network_weights"].get(RECORD_KEY)
         entries.append(
             {
                 "label": label,

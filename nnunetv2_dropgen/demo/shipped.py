@@ -28,6 +28,7 @@ from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_
 
 from nnunetv2_dropgen.evaluation import ModelSpec
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
+from nnunetv2_dropgen.network.dropgen_network import RECORD_KEY
 from nnunetv2_dropgen.network.feature_record import FeaturePipelineMismatch, FeatureRecord
 from nnunetv2_dropgen.weights import EmbeddedWeights, packaged_path, sha256_file
 from nnunetv2_dropgen.weights.files import temporary_beside
@@ -36,8 +37,6 @@ MANIFEST_FORMAT = "nnunetv2-dropgen-shipped-models/1"
 FOLD = "all"
 EXTRACTOR_PREFIX = "extractor."
 """Where DropGenNetwork keeps the frozen extractor in its state_dict (left out of the shipped files)."""
-EXTRA_STATE = "_extra_state"
-"""DropGenNetwork's feature record in its state_dict (see network.feature_record)."""
 DATA_KEYS = ("generator_version", "shape", "spacing", "num_labels")
 """What the test data must share with the models' training data for their Dice to mean anything."""
 FLAT = 0.02
@@ -185,7 +184,7 @@ def _full_checkpoint(folder: Path, model: ShippedModel) -> dict[str, Any]:
     if hashlib.sha256(data).hexdigest() != model.weights_sha256:
         raise ShippedModelsError(_damaged(path, "damaged: its sha256 is not the one manifest.json records"))
     checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    state = checkpoint["network_weights"].get(EXTRA_STATE)
+    state = checkpoint["network_weights"].get(RECORD_KEY)
     if (state is None) != (model.extractor is None):
         raise ShippedModelsError(_damaged(path, "inconsistent: manifest.json and the file disagree on its extractor"))
     if state is not None:
