@@ -234,6 +234,11 @@ class Bench:
 
     def dataset(self, dataset_id: int, seed: int, cross_modality: bool = False) -> tuple[int, Path]:
         """Generate (or reuse) a seed's dataset, plan it, and write the CPU (and per-image) plans."""
+        # two runs started together on one --workdir would write and plan the same dataset at once
+        with FileLock(self.args.workdir / f".dataset_{dataset_id}.lock"):
+            return self._dataset(dataset_id, seed, cross_modality)
+
+    def _dataset(self, dataset_id: int, seed: int, cross_modality: bool) -> tuple[int, Path]:
         args = self.args
         domains = list(MR_TARGETS) if cross_modality else [*args.domains, VALIDATION]
         folder = generate_dataset(

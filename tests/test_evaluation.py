@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import matplotlib.image
@@ -30,11 +31,18 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunetv2_dropgen.cli import evaluate_command
 from nnunetv2_dropgen.evaluation import EvaluationRequest, ModelSpec, TestSet, metrics, run_evaluation
+from nnunetv2_dropgen.evaluation import evaluate as evaluate_module
 from nnunetv2_dropgen.evaluation.figure import DPI, figure_inches
 from nnunetv2_dropgen.evaluation.files import write_json_atomic
 from nnunetv2_dropgen.evaluation.metrics import FOREGROUND, DiceStats, dice_statistics, label_names
 from nnunetv2_dropgen.evaluation.models import locate_model
-from nnunetv2_dropgen.evaluation.predict import SOURCE_FILE, PredictionSettings, cases_to_predict, prediction_source
+from nnunetv2_dropgen.evaluation.predict import (
+    SOURCE_FILE,
+    PredictionSettings,
+    cases_to_predict,
+    prediction_lock,
+    prediction_source,
+)
 from nnunetv2_dropgen.evaluation.report import HELD_OUT_MEAN_ROW, EvaluationTable, to_csv, to_dict, to_markdown
 from nnunetv2_dropgen.evaluation.test_sets import discover_test_sets
 from nnunetv2_dropgen.synthetic import generate_dataset
@@ -435,6 +443,44 @@ def test_a_rerun_after_an_interruption_predicts_only_the_missing_case(trained: d
     assert missing.is_file() and not partial.exists()
     assert (kept.stat().st_mtime_ns, kept_summary.stat().st_mtime_ns) == before  # neither predicted nor scored again
     assert to_csv_values(result.files["csv"]) == pytest.approx(first)
+
+
+@pytest.mark.slow
+def test_a_second_run_on_the_same_out_waits_for_the_first_and_reuses_its_predictions(
+    trained: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As two benchmark runs sharing a --workdir: while one holds a prediction folder the other does not even
+    look into it, and once it is released it finds the case the first predicted meanwhile."""
+    folder = prediction_dir(trained, BASELINE, "inverted")  # the first (model, test set) a run evaluates
+    case = folder / "test_000.nii.gz"
+    first_runs_prediction = case.read_bytes()
+    case.unlink()
+    looked = threading.Event()
+
+    def spy(checked: Path, *args: object, **kwargs: object) -> list[str]:
+        if checked == folder:
+            looked.set()
+        return cases_to_predict(checked, *args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "cases_to_predict", spy)
+    outcome: dict[str, object] = {}
+
+    def second_run() -> None:
+        try:
+            outcome["result"] = run_evaluation(trained["request"])
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+
+    with prediction_lock(folder):
+        worker = threading.Thread(target=second_run)
+        worker.start()
+        try:
+            assert not looked.wait(timeout=5), "the second run looked into a folder the first one holds"
+        finally:
+            case.write_bytes(first_runs_prediction)  # the first run finishes its prediction, then releases
+    worker.join(timeout=600)
+    assert "error" not in outcome, outcome.get("error")
+    assert looked.is_set() and outcome["result"].predicted[(BASELINE, "inverted")] == 0
 
 
 @pytest.mark.slow

@@ -47,6 +47,7 @@ from nnunetv2_dropgen.evaluation.predict import (
     load_predictor,
     predict_cases,
     prediction_folder,
+    prediction_lock,
 )
 from nnunetv2_dropgen.evaluation.report import EvaluationTable, to_csv, to_dict, to_markdown
 from nnunetv2_dropgen.evaluation.test_sets import TestSet, check_names, check_test_set, discover_test_sets
@@ -280,15 +281,16 @@ class _Predictions:
         file_ending = self.plan.dataset_json["file_ending"]
         folder = prediction_folder(self.plan.out, self.model, test_set)
         settings = self.request.prediction
-        cases = cases_to_predict(
-            folder, self.model, test_set, file_ending, settings, self.request.overwrite, previous_stage
-        )
-        if cases:
-            self.predictor = self.predictor or load_predictor(self.model, settings, self.log)
-            predict_cases(
-                self.predictor, self.model, test_set, cases, folder, self.plan.dataset_json, settings, self.log,
-                previous_stage,
-            )  # fmt: skip
+        with prediction_lock(folder):  # another run on the same --out predicts this folder: wait, then reuse
+            cases = cases_to_predict(
+                folder, self.model, test_set, file_ending, settings, self.request.overwrite, previous_stage
+            )
+            if cases:
+                self.predictor = self.predictor or load_predictor(self.model, settings, self.log)
+                predict_cases(
+                    self.predictor, self.model, test_set, cases, folder, self.plan.dataset_json, settings, self.log,
+                    previous_stage,
+                )  # fmt: skip
         return folder, len(cases)
 
 

@@ -5,7 +5,10 @@ Cases are therefore predicted into a hidden `.<test set>.partial` folder beside 
 into the final folder (`os.replace`, atomic on one file system) only once nnU-Net has finished them: a
 file in the final folder is always complete. The partial folder is emptied at the start of every run.
 A `prediction_source.json` in the final folder records which checkpoints made the predictions, so
-predictions of a model that has been trained again since are made again rather than reused.
+predictions of a model that has been trained again since are made again rather than reused. Two runs that
+share an output folder (two benchmark runs on one --workdir, two evaluate commands with one --out) take
+turns on each prediction folder through a lock file beside it: the second finds the first's predictions
+and reuses them instead of emptying its partial folder under it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 import torch
+from filelock import FileLock
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunetv2_dropgen.evaluation.errors import EvaluationError
@@ -61,6 +65,12 @@ def prediction_folder(out: Path, model: TrainedModel, test_set: TestSet) -> Path
 
 def _partial_folder(folder: Path) -> Path:
     return folder.parent / f"{PARTIAL_PREFIX}{folder.name}{PARTIAL_SUFFIX}"
+
+
+def prediction_lock(folder: Path) -> FileLock:
+    """The lock a run holds while it decides what `folder` lacks and predicts it (a hidden file beside it)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder.parent / f"{PARTIAL_PREFIX}{folder.name}.lock")
 
 
 def prediction_source(model: TrainedModel, settings: PredictionSettings, previous_stage: Path | None = None) -> dict:
