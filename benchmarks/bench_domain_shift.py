@@ -61,7 +61,7 @@ from _domain_shift_report import (
     training_seconds,
     verdict,
 )
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 
 from nnunetv2_dropgen.cli import splits_command
@@ -298,12 +298,32 @@ class Bench:
         model = convert_trainer_plans_config_to_identifier(arm.trainer, arm.plans, CONFIGURATION)
         return folder / model / f"fold_{arm.fold}"
 
-    def train(self, dataset_id: int, seed: int, arm: Arm) -> None:
-        """Train `arm` unless its final checkpoint exists; record the wall time.
+    def train(self, dataset_id: int, seed: int, arm: Arm, wait: bool = True) -> bool:
+        """Train `arm` unless its final checkpoint exists; record the wall time. False (nothing done) when another
+        run on this --workdir is training the same model and `wait` is False; with `wait`, wait for it.
 
         A training interrupted after nnU-Net wrote checkpoint_latest.pth (every --save-every epochs) continues from
         it (nnUNetv2_train --c); its time is then read from the checkpoint's epoch timestamps (train_time).
         """
+        # ERM is in every run: two runs sharing a --workdir would otherwise both train it into one folder
+        lock = FileLock(self.args.workdir / f".train_{self.time_key(dataset_id, arm).replace('/', '_')}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not wait:
+                return False
+            sys.stdout.write(
+                f"  waiting: another run on this --workdir is training {arm.trainer} (dataset {dataset_id})\n"
+            )
+            sys.stdout.flush()
+            lock.acquire()
+        try:
+            self._train(dataset_id, seed, arm)
+        finally:
+            lock.release()
+        return True
+
+    def _train(self, dataset_id: int, seed: int, arm: Arm) -> None:
         fold = self.model_folder(dataset_id, arm)
         if fold is not None and (fold / "checkpoint_final.pth").is_file():
             return
@@ -339,7 +359,10 @@ class Bench:
         """Train every distinct model of `arms` (an arm listed twice trains once), --parallel at a time."""
         distinct = list({(a.trainer, a.plans, a.fold): a for a in arms}.values())
         with ThreadPoolExecutor(max_workers=max(1, self.args.parallel)) as pool:
-            for done in [pool.submit(self.train, dataset_id, seed, arm) for arm in distinct]:
+            # models another run is training come last, so this run's cores train the others meanwhile
+            started = list(pool.map(lambda arm: self.train(dataset_id, seed, arm, wait=False), distinct))
+            deferred = [arm for arm, done in zip(distinct, started, strict=True) if not done]
+            for done in [pool.submit(self.train, dataset_id, seed, arm) for arm in deferred]:
                 done.result()
 
     def derive(self, dataset_id: int, trained: Arm, derived: Arm, option: str) -> None:
