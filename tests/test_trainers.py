@@ -113,6 +113,33 @@ def test_malformed_names_say_why_and_hasattr_says_no(name: str, reason: str) -> 
     assert not hasattr(trainers, name)  # nnU-Net's search goes on to the next module
 
 
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("DropGenTrainer_p75", "'p75' is unknown or out of order"),
+        ("nnUNetTrainerDA5_DropGen_p07", "'nnUNetTrainerDA5_DropGen_p07' is not a DropGen trainer name"),
+        ("NoSuchTrainer_DropGen", "'NoSuchTrainer' is not one of nnU-Net's trainers"),
+        ("MyOwnTrainer", None),  # not meant for DropGen: nnU-Net's search goes on to the next folder, silently
+    ],
+)
+def test_nnunets_trainer_search_shows_why_a_dropgen_name_is_not_found(
+    name: str, shown: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """nnU-Net asks with hasattr, which swallows the reason; the user must still see it above nnU-Net's error."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from nnunetv2_dropgen.ext_trainers import trainer_dir
+
+    monkeypatch.setenv("nnUNet_extTrainer", str(trainer_dir()))
+    with pytest.raises(RuntimeError, match=f"Could not find requested nnunet trainer {name}"):
+        recursive_find_trainer_class_by_name(name)
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("nnunetv2_dropgen: ")]
+    if shown is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and shown in notes[0], notes
+
+
 def test_the_same_name_is_the_same_class() -> None:
     assert trainers.DropGenTrainer_p050_quick is trainers.DropGenTrainer_p050_quick
 

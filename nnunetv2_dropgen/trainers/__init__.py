@@ -7,10 +7,13 @@ answers every name of the forms described in `names` (e.g. `DropGenTrainer_minim
 
 from __future__ import annotations
 
+import sys
+
 from nnunetv2_dropgen.trainers.dropgen import DropGen, TrainerConflict
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
 from nnunetv2_dropgen.trainers.names import (
     GRAMMAR,
+    MARKER,
     ON_A_BASE,
     TrainerNameError,
     build_trainer_class,
@@ -38,6 +41,14 @@ def __getattr__(name: str) -> type:
     """A composed trainer name: built once, then the same class every time (so pickling finds it here)."""
     if name.startswith("__"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    trainer = build_trainer_class(name)
+    try:
+        trainer = build_trainer_class(name)
+    except TrainerNameError as exc:
+        # nnU-Net looks trainers up with hasattr, which swallows this error: a name meant for DropGen would
+        # end in nnU-Net's "could not find requested nnunet trainer" alone, so say why here (other names stay
+        # silent: nnU-Net's search goes on to the next folder of nnUNet_extTrainer)
+        if name.startswith("DropGenTrainer") or MARKER in name:
+            print(f"nnunetv2_dropgen: {exc}", file=sys.stderr, flush=True)
+        raise
     globals()[name] = trainer
     return trainer

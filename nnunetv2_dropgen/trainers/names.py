@@ -41,7 +41,8 @@ BASELINES: dict[str, type[nnUNetTrainer]] = {"nnUNetTrainer": nnUNetTrainer, "nn
 
 
 class TrainerNameError(AttributeError):
-    """Not a composable trainer name; an AttributeError so `hasattr` (nnU-Net's search) just says no."""
+    """Not a composable trainer name; an AttributeError so `hasattr` (nnU-Net's search) just says no (the
+    module's `__getattr__` prints why for names meant for DropGen)."""
 
 
 @dataclass(frozen=True)
