@@ -304,6 +304,34 @@ def test_incomplete_folder_is_not_mistaken_for_a_dataset(tmp_path: Path) -> None
         generate_dataset(tmp_path, **SMALL)
 
 
+def test_a_generation_that_fails_half_way_leaves_nothing_and_keeps_the_old_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Written aside and moved into place when complete: no half-written folder that the next run refuses."""
+    from nnunetv2_dropgen.synthetic import dataset as dataset_module
+
+    folder = generate_dataset(tmp_path, domains=["bias"], **SMALL)
+    before = (folder / "domains.json").read_text()
+    rendered = []
+
+    def render_then_fail(*args: object, **kwargs: object) -> np.ndarray:
+        rendered.append(1)
+        if len(rendered) > 2:  # some cases written, then the disk is full
+            raise OSError("No space left on device")
+        return real_render(*args, **kwargs)
+
+    real_render = dataset_module.render
+    monkeypatch.setattr(dataset_module, "render", render_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        generate_dataset(tmp_path, domains=["bias"], seed=1, overwrite=True, **SMALL)
+    assert (folder / "domains.json").read_text() == before  # the old dataset, untouched
+    with pytest.raises(OSError, match="No space left"):
+        generate_dataset(tmp_path, dataset_id=502, domains=["bias"], **SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]  # no partial, no Dataset502 folder
+    monkeypatch.undo()
+    assert generate_dataset(tmp_path, dataset_id=502, domains=["bias"], **SMALL).is_dir()
+
+
 def test_unknown_or_mismatched_domains_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Unknown domain 'mri'"):
         generate_dataset(tmp_path, domains=["mri"], **SMALL)

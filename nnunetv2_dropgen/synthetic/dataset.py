@@ -181,41 +181,67 @@ def generate_dataset(
             f"{folder} already exists and {reason}. Pass overwrite=True (--overwrite) to replace it, "
             "or choose another dataset id/name."
         )
+    # written beside the final folder and moved into place when complete: an error half-way (a shape too small
+    # for the structures, a full disk) leaves no half-written dataset that a later run would refuse or reuse
+    partial = out_raw_dir / f".{folder.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _write_dataset(partial, folder.name, resolved, kinds, num_train, num_test_per_domain, shape, spacing, seed,
+                       cross_modality)  # fmt: skip
+        (partial / DOMAINS_FILE).write_text(json.dumps(description, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     if folder.exists():
         shutil.rmtree(folder)
+    partial.rename(folder)
+    return folder
 
+
+def _write_dataset(
+    partial: Path,
+    dataset_name: str,
+    resolved: Sequence[Domain],
+    kinds: Sequence[str],
+    num_train: int,
+    num_test_per_domain: int,
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    seed: int,
+    cross_modality: bool,
+) -> None:
+    """Images, labels and dataset.json of `generate_dataset` into `partial`."""
+    num_labels = len(kinds)
     source = resolved[0]
-    (folder / "imagesTr").mkdir(parents=True)
-    (folder / "labelsTr").mkdir()
+    (partial / "imagesTr").mkdir(parents=True)
+    (partial / "labelsTr").mkdir()
     for index in range(num_train):
         case = f"case_{index:03d}"
         labels = random_label_map(shape, num_labels, _case_rng(seed, _TRAIN, index, _LABEL_STREAM), kinds=kinds)
         image = render(labels, source, _case_rng(seed, _TRAIN, index, _RENDER_STREAM))
-        _write(labels, folder / "labelsTr" / f"{case}{FILE_ENDING}", spacing)
-        _write(image, folder / "imagesTr" / f"{case}_0000{FILE_ENDING}", spacing)
+        _write(labels, partial / "labelsTr" / f"{case}{FILE_ENDING}", spacing)
+        _write(image, partial / "imagesTr" / f"{case}_0000{FILE_ENDING}", spacing)
 
     for domain in resolved:
-        (folder / f"imagesTs_{domain.name}").mkdir()
-        (folder / f"labelsTs_{domain.name}").mkdir()
+        (partial / f"imagesTs_{domain.name}").mkdir()
+        (partial / f"labelsTs_{domain.name}").mkdir()
     for index in range(num_test_per_domain):
         case = f"test_{index:03d}"
         labels = random_label_map(shape, num_labels, _case_rng(seed, _TEST, index, _LABEL_STREAM), kinds=kinds)
         for domain in resolved:
             image = render(labels, domain, _case_rng(seed, _TEST, index, _RENDER_STREAM))
-            _write(labels, folder / f"labelsTs_{domain.name}" / f"{case}{FILE_ENDING}", spacing)
-            _write(image, folder / f"imagesTs_{domain.name}" / f"{case}_0000{FILE_ENDING}", spacing)
+            _write(labels, partial / f"labelsTs_{domain.name}" / f"{case}{FILE_ENDING}", spacing)
+            _write(image, partial / f"imagesTs_{domain.name}" / f"{case}_0000{FILE_ENDING}", spacing)
 
     generate_dataset_json(
-        str(folder),
+        str(partial),
         channel_names={0: "CT" if cross_modality else "synthetic"},
         labels={"background": 0, **{kind: label for label, kind in enumerate(kinds, start=1)}},
         num_training_cases=num_train,
         file_ending=FILE_ENDING,
-        dataset_name=folder.name,
+        dataset_name=dataset_name,
         description="Synthetic domain-shift benchmark from nnunetv2_dropgen: train on imagesTr "
         "(source domain), test on imagesTs_<domain> against labelsTs_<domain>; see domains.json.",
         license="CC0 (synthetic data)",
         converted_by="nnunetv2_dropgen make-synthetic",
     )
-    (folder / DOMAINS_FILE).write_text(json.dumps(description, indent=2) + "\n")
-    return folder
