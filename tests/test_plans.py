@@ -131,6 +131,12 @@ def test_the_command_says_what_to_run_next_and_refuses_to_overwrite(nnunet, monk
     assert run_cli(monkeypatch, nnunet["env"], *args, "--force") == 0
     assert run_cli(monkeypatch, nnunet["env"], "-d", str(CT_DATASET), "-p", "NoSuchPlans", "--cpu") == 1
     assert "there is no plans file" in capsys.readouterr().err
+    before = sorted(p.relative_to(nnunet["preprocessed"].parent) for p in nnunet["preprocessed"].parent.rglob("*"))
+    for name in ("../../escaped", "sub/dir", ".hidden"):
+        assert run_cli(monkeypatch, nnunet["env"], "-d", str(CT_DATASET), "--cpu", "--name", name) == 1
+        assert "must be a plain plans name" in capsys.readouterr().err
+    after = sorted(p.relative_to(nnunet["preprocessed"].parent) for p in nnunet["preprocessed"].parent.rglob("*"))
+    assert after == before, "a refused --name wrote nothing"
 
 
 @pytest.mark.slow

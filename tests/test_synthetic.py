@@ -333,8 +333,10 @@ def test_a_generation_that_fails_half_way_leaves_nothing_and_keeps_the_old_datas
 
 
 def test_unknown_or_mismatched_domains_are_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="Unknown domain 'mri'"):
+    with pytest.raises(ValueError, match=r"Unknown domain 'mri'; the built-in"):
         generate_dataset(tmp_path, domains=["mri"], **SMALL)
+    with pytest.raises(ValueError, match=r"'mr_t1' without the cross-modality case \(cross_modality=True"):
+        generate_dataset(tmp_path, domains=["mr_t1"], **SMALL)
     with pytest.raises(ValueError, match="needs 4"):
         generate_dataset(tmp_path, domains=[Domain("custom", (0.0, 1.0))], **SMALL)
 

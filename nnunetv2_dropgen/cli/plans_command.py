@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -64,6 +65,8 @@ def _plans(args: argparse.Namespace) -> int:
     variant = PlansVariant(args.per_image_normalization, CPU_FIRST_STAGE_FEATURES if args.cpu else args.features)
     folder = Path(preprocessed_root) / dataset
     name = args.name or variant.default_name(args.source)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+        return _fail(f"--name {name!r} must be a plain plans name (letters, digits, '_', '-', '.'), not a path.")
     try:
         source = read_plans(folder, args.source)
         derived = derive_plans(source, name, variant)

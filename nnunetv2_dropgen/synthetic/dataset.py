@@ -64,7 +64,12 @@ def _resolve_domains(
     for entry in requested:
         if isinstance(entry, str):
             if entry not in builtin:
-                raise ValueError(f"Unknown domain {entry!r}; the built-in domains are {', '.join(builtin)}.")
+                hint = ""
+                if not cross_modality and entry in cross_modality_domains(num_labels):
+                    hint = " without the cross-modality case (cross_modality=True, --cross-modality)"
+                elif cross_modality and entry in default_domains(num_labels):
+                    hint = " in the cross-modality case (its domains are CT and MR-like ones)"
+                raise ValueError(f"Unknown domain {entry!r}{hint}; the built-in domains are {', '.join(builtin)}.")
             entry = builtin[entry]
         if len(entry.intensities) != num_labels + 1:
             raise ValueError(
