@@ -81,6 +81,7 @@ class FeatureRecord:
             raise FeaturePipelineMismatch(
                 "This checkpoint was trained on features computed differently from what this trainer builds now ("
                 + "; ".join(differences)
-                + "). Predicting with it would silently change its results. Use the trainer name and the "
-                "nnunetv2-dropgen version it was trained with, or train again."
+                + "). Predicting with it, or fine-tuning from it, would silently change its results. Use the "
+                "trainer name (extractor and options) and the nnunetv2-dropgen version it was trained with, or train "
+                "again."
             )
