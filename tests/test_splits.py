@@ -199,6 +199,8 @@ def test_case_ids_come_from_the_preprocessed_dataset_when_the_raw_one_is_gone(fo
     [
         (["--few-shot", "9"], None, "--few-shot 9 asks for more training cases than fold 0 has (8)"),
         (["--few-shot", "0"], None, "--few-shot must be at least 1"),
+        (["--few-shot", "0", "--folds", "11"], None, "--few-shot must be at least 1"),  # before the folds' mistake
+        (["--few-shot", "10", "--folds", "11"], None, "--few-shot 10 leaves no case to validate on"),
         (["--few-shot", "1", "--folds", "11"], None, "has 10 training cases, so it cannot be split into 11 folds"),
         (["--few-shot", "1", "--folds", "1"], None, "--folds must be at least 2"),
         ([], None, "Say which split to write"),

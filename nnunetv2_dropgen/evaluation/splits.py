@@ -91,6 +91,13 @@ def few_shot_splits(
     case_ids: Sequence[str], num_train: int, num_folds: int = NNUNET_FOLDS, seed: int = NNUNET_SEED
 ) -> Splits:
     """nnU-Net's K-fold split with `seed`, each fold's training cases reduced to `num_train` (seeded draw)."""
+    if num_train < 1:  # the mistakes in --few-shot itself first, whatever --folds says
+        raise SplitsError(f"--few-shot must be at least 1 (got {num_train}).")
+    if num_train >= len(case_ids):
+        raise SplitsError(
+            f"--few-shot {num_train} leaves no case to validate on: the dataset has {len(case_ids)} training cases; "
+            f"use --few-shot {len(case_ids) - 1} or fewer (with --folds 2 at most {len(case_ids) // 2})."
+        )
     if num_folds < 2:
         raise SplitsError(f"--folds must be at least 2 (got {num_folds}): a split needs cases to validate on.")
     if num_folds > len(case_ids):
