@@ -7,7 +7,7 @@ file in the final folder is always complete. The partial folder is emptied at th
 A `prediction_source.json` in the final folder records which checkpoints made the predictions, so
 predictions of a model that has been trained again since are made again rather than reused. Two runs that
 share an output folder (two benchmark runs on one --workdir, two evaluate commands with one --out) take
-turns on each prediction folder through a lock file beside it: the second finds the first's predictions
+turns on each prediction folder through a lock file inside it: the second finds the first's predictions
 and reuses them instead of emptying its partial folder under it.
 """
 
@@ -35,6 +35,7 @@ from nnunetv2_dropgen.evaluation.test_sets import TestSet, num_channels
 SOURCE_FILE = "prediction_source.json"
 PARTIAL_PREFIX = "."
 PARTIAL_SUFFIX = ".partial"
+LOCK_FILE = ".prediction.lock"
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,10 @@ def _partial_folder(folder: Path) -> Path:
 
 
 def prediction_lock(folder: Path) -> FileLock:
-    """The lock a run holds while it decides what `folder` lacks and predicts it (a hidden file beside it)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(folder.parent / f"{PARTIAL_PREFIX}{folder.name}.lock")
+    """The lock a run holds while it decides what `folder` lacks and predicts it (a hidden file inside it, which
+    neither scoring nor the check for foreign cases reads: they look only at files with the dataset's ending)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileLock(folder / LOCK_FILE)
 
 
 def prediction_source(model: TrainedModel, settings: PredictionSettings, previous_stage: Path | None = None) -> dict:
