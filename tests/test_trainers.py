@@ -211,6 +211,25 @@ def test_2d_configuration_fails_at_trainer_init_before_touching_anything(tmp_pat
         build(DropGenTrainer, configuration="2d")
 
 
+def test_training_before_preprocessing_names_the_preprocess_command(tmp_path, monkeypatch) -> None:
+    """Plans written by `nnunetv2_dropgen plans --per-image-normalization` need their own preprocessing; training
+    before it stops with the command, not with nnU-Net's bare file error from deep in its dataset loader."""
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    for configuration, preprocessed_as in (("3d_fullres", "3d_fullres"), ("3d_cascade_fullres", "3d_fullres")):
+        plans = make_plans() | {"continue_training": False}  # nnU-Net pops that key
+        trainer = DropGenTrainer(plans, configuration, 0, make_dataset_json(), torch.device("cpu"))
+        command = f"nnUNetv2_preprocess -d 999 -plans_name nnUNetPlans -c {preprocessed_as}"
+        with pytest.raises(FileNotFoundError, match=command):
+            trainer.initialize()
+        assert not trainer.was_initialized and getattr(trainer, "network", None) is None
+    folder = tmp_path / "preprocessed" / "Dataset999_Unit" / "nnUNetPlans_3d"
+    folder.mkdir(parents=True)
+    assert trainers.dropgen.missing_preprocessed_data_error(folder, PlansManager(plans), "3d_fullres") is not None
+    (folder / "case_000.b2nd").touch()
+    assert trainers.dropgen.missing_preprocessed_data_error(folder, PlansManager(plans), "3d_fullres") is None
+
+
 def test_channel_mismatch_outside_a_cascade_is_refused() -> None:
     plans_manager = PlansManager(make_plans(1))
     with pytest.raises(RuntimeError, match="plans and dataset.json do not agree"):

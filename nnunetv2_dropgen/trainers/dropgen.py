@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
@@ -113,6 +114,16 @@ class DropGen:
             use_image=cls.use_image,
             options=cls.extractor_options,
         )
+
+    def initialize(self) -> None:
+        if not self.was_initialized and self.preprocessed_dataset_folder is not None:
+            # before nnU-Net builds anything and then fails on the missing folder with a bare file error
+            missing = missing_preprocessed_data_error(
+                Path(self.preprocessed_dataset_folder), self.plans_manager, self.configuration_name
+            )
+            if missing:
+                raise FileNotFoundError(missing)
+        super().initialize()
 
     @property
     def dropgen_network(self) -> DropGenNetwork:
@@ -224,4 +235,24 @@ def ct_normalization_warning(plans_manager: PlansManager, configuration: str) ->
         f"normalization plans and train with them: nnunetv2_dropgen plans -d {dataset} --per-image-normalization -p "
         f"{plans_manager.plans_name}; nnUNetv2_preprocess -d {dataset} -plans_name {name} -c {configuration}; "
         f"nnUNetv2_train ... -p {name}."
+    )
+
+
+def missing_preprocessed_data_error(folder: Path, plans_manager: PlansManager, configuration: str) -> str | None:
+    """A sentence naming the nnUNetv2_preprocess command when `folder` holds no preprocessed case, else None.
+
+    Plans derived with `nnunetv2_dropgen plans --per-image-normalization` get a data identifier of their own, so
+    training with them before preprocessing otherwise stops in nnU-Net's dataset loader with a bare file error.
+    """
+    if folder.is_dir() and any(f.is_file() for f in folder.iterdir()):
+        return None
+    configurations = plans_manager.plans["configurations"]
+    preprocessed_as = configuration  # a cascade's fullres stage inherits its parent's preprocessed data
+    while "data_identifier" not in configurations[preprocessed_as]:
+        preprocessed_as = configurations[preprocessed_as]["inherits_from"]
+    dataset_id = convert_dataset_name_to_id(plans_manager.dataset_name)
+    return (
+        f"there are no preprocessed data for plans {plans_manager.plans_name!r}, configuration {configuration!r} "
+        f"(nnU-Net reads them from {folder}); preprocess them first: nnUNetv2_preprocess -d {dataset_id} "
+        f"-plans_name {plans_manager.plans_name} -c {preprocessed_as}"
     )
