@@ -1,4 +1,5 @@
-"""What bench_domain_shift.py reports: Dice tables, DropGen minus ERM with an interval, convergence, curves, verdict.
+"""What bench_domain_shift.py reports: Dice tables, DropGen minus ERM and DA5 with intervals, convergence, curves,
+verdict.
 
 Kept apart from the running of trainings so that each part stays readable; everything here works on plain
 numbers collected from nnU-Net's own files (checkpoint logging, evaluate's summary.json per prediction folder).
@@ -21,6 +22,8 @@ TARGETS = {"ERM": 0.20, "DA5": 0.05}
 """DropGen's mean target-domain Dice must beat these arms by these margins."""
 SOURCE_TOLERANCE = 0.02
 """...with its source-domain Dice within this distance of ERM's."""
+TARGET_MEAN = "mean over targets"
+"""The row of a difference table that pairs each test case's Dice averaged over the target domains."""
 FEATURES_ONLY_TARGETS = {"source": 0.70, "inverted": 0.60, "remapped": 0.60}
 """featuresOnly (features alone) must segment these domains at least this well: features that cannot segment
 cannot carry DropGen."""
@@ -93,7 +96,7 @@ def dice_table(
 
 
 def difference_table(results: Mapping, domains: Sequence[str], arm: str, baseline: str) -> list[str]:
-    """DropGen minus a baseline per domain, paired per seed and test case, with the 95 % t-interval."""
+    """DropGen minus a baseline per domain (and `TARGET_MEAN`), paired per seed and test case, 95 % t-interval."""
     if arm not in results["dice"] or baseline not in results["dice"]:
         missing = arm if arm not in results["dice"] else baseline
         return [f"Not measured: {missing} was not among this run's arms (--arms)."]

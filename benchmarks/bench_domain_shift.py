@@ -49,9 +49,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import machine_description
 from _domain_shift_report import (
+    TARGET_MEAN,
     convergence_table,
     dice_table,
     difference_table,
@@ -522,9 +524,14 @@ def cross_modality_arms(args: argparse.Namespace, bench: Bench, p: float) -> lis
 
 def collect(
     results: dict, bench: Bench, dataset_id: int, table: EvaluationTable, predictions: dict[str, Path],
-    arms: Sequence[Arm], domains: Sequence[str],
+    arms: Sequence[Arm], domains: Sequence[str], targets: Sequence[str] = (),
 ) -> None:  # fmt: skip
-    """Add one seed's Dice, target mean, train time, curves and paired per-case differences to `results`."""
+    """Add one seed's Dice, target mean, train time, curves and paired per-case differences to `results`.
+
+    Differences: every arm minus the first (ERM), and DropGen minus DA5 (the two margins of issue 14's targets),
+    per domain and, where `targets` are given, per test case averaged over them (`TARGET_MEAN`): the test cases
+    of all domains share their anatomy, so that mean is paired too.
+    """
     per_case = {}
     for arm in arms:
         for domain in domains:
@@ -535,11 +542,20 @@ def collect(
         results["curves"].setdefault(arm.label, []).append(training_curve(fold / "checkpoint_final.pth"))
         for domain in domains:
             per_case[(arm.label, domain)] = per_case_dice(predictions[arm.label] / domain / "summary.json")
-    for arm in arms[1:]:
+    labels = [arm.label for arm in arms]
+    pairs = [(label, labels[0]) for label in labels[1:]]
+    if "DropGen" in labels and "DA5" in labels:
+        pairs.append(("DropGen", "DA5"))
+    for label, baseline in pairs:
+        differences = {}
         for domain in domains:
-            ours, base = per_case[(arm.label, domain)], per_case[(arms[0].label, domain)]
-            key = f"{arm.label}|{arms[0].label}|{domain}"
-            results["paired"].setdefault(key, []).extend(ours[c] - base[c] for c in sorted(ours) if c in base)
+            ours, base = per_case[(label, domain)], per_case[(baseline, domain)]
+            differences[domain] = {c: ours[c] - base[c] for c in sorted(ours) if c in base}
+            results["paired"].setdefault(f"{label}|{baseline}|{domain}", []).extend(differences[domain].values())
+        if targets:
+            cases = set.intersection(*(set(differences[d]) for d in targets))
+            means = [float(np.mean([differences[d][c] for d in targets])) for c in sorted(cases)]
+            results["paired"].setdefault(f"{label}|{baseline}|{TARGET_MEAN}", []).extend(means)
 
 
 def new_results(arms: Sequence[Arm], domains: Sequence[str], command: str) -> dict:
@@ -583,7 +599,11 @@ def report(args: argparse.Namespace, results: dict, cross: dict | None, machine:
         "",
         "DropGen minus ERM, per domain (paired per seed and test case; 95 % t-interval):",
         "",
-        *difference_table(results, domains, "DropGen", "ERM"),
+        *difference_table(results, [*domains, TARGET_MEAN], "DropGen", "ERM"),
+        "",
+        "DropGen minus DA5 (as above):",
+        "",
+        *difference_table(results, [*domains, TARGET_MEAN], "DropGen", "DA5"),
         "",
         "Convergence: nnU-Net's EMA pseudo Dice on the training domain over the last fifth of training "
         f"(curves: `{figure.name}`)",
@@ -651,7 +671,7 @@ def main() -> int:
         # the options train in the same pool as the main arms: two cores stay busy until the last model
         bench.train_all(dataset_id, seed, [*arms, *(a for a in option_list if not inference_only_option(a.label))])
         table, predictions = bench.evaluate(dataset_id, folder, arms, domains, "evaluation")
-        collect(results, bench, dataset_id, table, predictions, arms, domains)
+        collect(results, bench, dataset_id, table, predictions, arms, domains, args.domains)
         report_so_far(index)
         if option_list:
             print(f"Options: seed {seed}, dataset {folder.name}", flush=True)
