@@ -1,33 +1,49 @@
 #!/bin/bash
 # Continues the CPU domain-shift benchmark (20,000 iterations) from the models committed under
 # runs/domain_shift_seed*/nnUNet_results/: finished ones are reused, a checkpoint_latest.pth is continued
-# (nnUNetv2_train --c), two models train at once with one thread each. The stages, in order of value:
-#   1. seeds 0-2 of ERM, DA5 and DropGen (issue 14's three-seed verdict, reported as soon as they are done),
-#      then featuresOnly's seeds beside them;
-#   2. the DropGen authors' behaviours bnBatch, unitImage, voxelNorm at the same length (issue 15's defaults);
-#   3. noDropout and DropGen DA5, seeds 0-2, then the few-shot arms (2 cases), seeds 0-2 (issue 14's other arms);
-#   4. CT to MR, seed 0 (issue 15).
-# Each stage writes its report; a stopped run continues where it stopped when this script is started again.
-# W: the benchmark's --workdir; PY: a python with this package's dependencies. Run it from a checkout (better: a
-# git worktree of it, so that edits do not reach running code); stop it at checkpoints with
-# runs/stop_at_checkpoints.sh, and copy what it trained into runs/ with runs/collect.sh.
+# (nnUNetv2_train --c). Two lanes run at once, one model each with one torch thread (a lane trains its seeds in
+# turn, so one process with --parallel 2 would leave a core idle whenever a seed has one model left). In order of
+# value:
+#   lane a: seed 2's featuresOnly (issue 14's featuresOnly targets over three seeds); the DropGen authors'
+#           behaviours bnBatch, unitImage, voxelNorm at the same length (issue 15's defaults); noDropout, seeds
+#           0-2; the few-shot arms (2 cases), seeds 0-2;
+#   lane b: DropGen combined with DA5, seeds 0-2 (does the combination keep DA5's gains and DropGen's?); then
+#           CT to MR, seed 0 (issue 15).
+# Two runs sharing the --workdir never train one model twice (the benchmark locks each model; a lane that reaches
+# a model the other is training trains its others first, then waits). Each stage writes its report; a stopped
+# run continues where it stopped when this script is started again.
+# Usage: continue.sh [a|b] (default: both). W: the benchmark's --workdir; PY: a python with this package's
+# dependencies. Run it from a checkout (better: a git worktree of it, so that edits do not reach running code);
+# stop it at checkpoints with runs/stop_at_checkpoints.sh, and copy what it trained into runs/ with
+# runs/collect.sh.
 set -eu
 cd "$(dirname "$0")/../.."
 W=${W:-/work/bench}
 PY=${PY:-python}
+LANES=${1:-ab}
 mkdir -p "$W/nnUNet_results"
 for results in benchmarks/runs/domain_shift_seed*/nnUNet_results/*; do cp -rn "$results" "$W/nnUNet_results/"; done
-export PYTHONPATH=.
-common="--workdir $W --schedule 80epochs --choose-p 0.75 --disable-tta --save-every 5 --parallel 2"
+export PYTHONPATH=. DROPGEN_BENCH_THREADS=1
+common="--workdir $W --schedule 80epochs --choose-p 0.75 --disable-tta --save-every 5 --parallel 1"
 stage() {  # $1: report name; the rest: bench_domain_shift.py arguments
   local name=$1
   shift
   $PY benchmarks/bench_domain_shift.py $common "$@" --report "$W/report_80epochs_$name.md" \
     > "$W/run_80epochs_$name.log" 2>&1
 }
-stage seeds012_ERM_DA5_DropGen --few-shot 0 --seeds 0 1 2 --arms DA5 DropGen
-stage seeds012 --few-shot 0 --seeds 0 1 2 --arms DA5 DropGen featuresOnly
-stage options --few-shot 0 --seeds 0 --arms DropGen --option-arms --options bnBatch unitImage voxelNorm
-stage all_arms --few-shot 0 --seeds 0 1 2 --arms DA5 DropGen featuresOnly noDropout "DropGen DA5"
-stage few_shot --few-shot 2 --seeds 0 1 2 --arms DA5 DropGen featuresOnly noDropout "DropGen DA5"
-stage cross_modality --few-shot 0 --seeds 0 --arms DropGen --cross-modality
+lane_a() {
+  stage seeds012 --few-shot 0 --seeds 0 1 2 --arms DA5 DropGen featuresOnly
+  stage options --few-shot 0 --seeds 0 --arms DropGen --option-arms --options bnBatch unitImage voxelNorm
+  stage all_arms --few-shot 0 --seeds 0 1 2 --arms DA5 DropGen featuresOnly noDropout "DropGen DA5"
+  stage few_shot --few-shot 2 --seeds 0 1 2 --arms DA5 DropGen featuresOnly noDropout "DropGen DA5"
+}
+lane_b() {
+  stage DropGen_DA5 --few-shot 0 --seeds 0 1 2 --arms DA5 DropGen "DropGen DA5"
+  stage cross_modality --few-shot 0 --seeds 0 --arms DropGen --cross-modality
+}
+case $LANES in
+  a) lane_a ;;
+  b) lane_b ;;
+  ab) lane_a & lane_b; wait ;;
+  *) echo "usage: $0 [a|b]" >&2; exit 2 ;;
+esac
