@@ -16,7 +16,8 @@ Everything is generated inside the run (synthetic data, the embedded extractor's
 random weights of anatomix's layout for timing, labelled as such), so nothing is downloaded.
 
     PYTHONPATH=. python benchmarks/gpu_measurements.py --out gpu_report             # CUDA, about 8 minutes
-    PYTHONPATH=. python benchmarks/gpu_measurements.py --device cpu --tiny --out t  # the same code paths, ~1 min
+    PYTHONPATH=. python benchmarks/gpu_measurements.py --device cpu --tiny --out t  # the same code paths (float32
+                                                                                    # features), 5-10 min on 2 cores
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def environment(run: Run) -> dict[str, Any]:
 
 def network(run: Run) -> dict[str, Any]:
     sizes = ["--patch", "32", "32", "32", "--repeats", "1", "--warmup", "0"] if run.tiny else ["--repeats", "10"]
-    return run.script("bench_network.py", "--device", run.device, "--feature-bf16", *sizes)
+    # the GPU target is a bf16 forward; a CPU takes a slow path for bf16 3D convolutions (anatomix on 2 x 32^3:
+    # 53 s against 0.6 s in float32 on this project's 2-core machine, 2026-12-07), so a CPU run times float32
+    bf16 = ["--feature-bf16"] if run.device == "cuda" else []
+    return run.script("bench_network.py", "--device", run.device, *bf16, *sizes)
 
 
 def random_anatomix_weights(run: Run) -> Path:
@@ -260,7 +264,7 @@ def write_report(run: Run, statuses: dict[str, str]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the same code paths in about a minute")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes: the same code paths in minutes on a CPU")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md, report.json and logs")
     parser.add_argument("--budget", type=float, help="seconds in all (default: 480, 300 with --tiny)")
     args = parser.parse_args()

@@ -546,12 +546,14 @@ def test_evaluate_scores_a_dropgen_cascade_predicting_its_previous_stage_itself(
     predictions the cascade needs (with the same trainer), then scores the cascade."""
     from nnunetv2_dropgen.ext_trainers import trainer_dir
 
-    raw = write_tiny_dataset(Path(os.environ["nnUNet_raw"]), CASCADE_ID, num_cases=2, shape=(64, 80, 80))
+    # the smallest images for which nnU-Net still plans a cascade (at this memory target): the cascade's
+    # validation and prediction slide a 16x24x24 window over each image, 64 windows at this size
+    raw = write_tiny_dataset(Path(os.environ["nnUNet_raw"]), CASCADE_ID, num_cases=2, shape=(40, 50, 50))
     shutil.copytree(raw / "imagesTs", raw / "imagesTs_site")
     labels = raw / "labelsTs_site"
     labels.mkdir()
     shutil.copy(next((raw / "labelsTr").iterdir()), labels / "case002.nii.gz")  # a label of the right shape
-    nnunet("nnUNetv2_plan_and_preprocess", "-d", str(CASCADE_ID), "-gpu_memory_target", "0.05", "-np", "1",
+    nnunet("nnUNetv2_plan_and_preprocess", "-d", str(CASCADE_ID), "-gpu_memory_target", "0.03", "-np", "1",
            "-npfp", "1", "-c", "3d_lowres", "3d_fullres")  # fmt: skip
     env = {"nnUNet_extTrainer": str(trainer_dir())}
     # quick: the final validation writes the lowres predictions the cascade trains on; no mirroring keeps it short
