@@ -546,8 +546,8 @@ def test_evaluate_scores_a_dropgen_cascade_predicting_its_previous_stage_itself(
     predictions the cascade needs (with the same trainer), then scores the cascade."""
     from nnunetv2_dropgen.ext_trainers import trainer_dir
 
-    # the smallest images for which nnU-Net still plans a cascade (at this memory target): the cascade's
-    # validation and prediction slide a 16x24x24 window over each image, 64 windows at this size
+    # small images for which nnU-Net still plans a cascade at this memory target (at 0.05 it plans none for
+    # them): the cascade's validation and prediction slide a 16x24x24 window over each image, 64 windows
     raw = write_tiny_dataset(Path(os.environ["nnUNet_raw"]), CASCADE_ID, num_cases=2, shape=(40, 50, 50))
     shutil.copytree(raw / "imagesTs", raw / "imagesTs_site")
     labels = raw / "labelsTs_site"
