@@ -66,3 +66,28 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
     with pytest.raises(UnicodeEncodeError):
         write_text_atomic(target, "\udcff")  # a lone surrogate cannot be encoded
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+
+
+def test_writers_that_need_a_file_name_each_get_their_own(tmp_path: Path) -> None:
+    """Two benchmark runs once drew one evaluation's figure at the same moment through one shared temporary
+    name: the first rename took the file away from the second, which failed. Here both writers have written
+    their temporary files before either renames."""
+    target, both_written, errors = tmp_path / "dice.png", threading.Barrier(2), []
+
+    def write(index: int) -> None:
+        def draw(temporary: Path) -> None:
+            temporary.write_bytes(bytes([index]) * 1000)
+            both_written.wait(timeout=10)
+
+        try:
+            files.replace_atomic(target, draw)
+        except Exception as error:  # noqa: BLE001 - every failure is collected and reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and list(tmp_path.iterdir()) == [target]
+    assert target.read_bytes() in (bytes([0]) * 1000, bytes([1]) * 1000)

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
+from nnunetv2_dropgen.evaluation.files import replace_atomic
 from nnunetv2_dropgen.evaluation.metrics import FOREGROUND
 from nnunetv2_dropgen.evaluation.report import EvaluationTable
 
@@ -116,8 +117,4 @@ def save_figure(path: Path, rows: Sequence[SliceRow], table: EvaluationTable, ma
     bars.set_ylabel("Dice (foreground mean)")
     bars.legend(fontsize=8, loc="upper right")
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(temporary, dpi=DPI)
-    temporary.replace(path)
-    return path
+    return replace_atomic(path, lambda temporary: fig.savefig(temporary, dpi=DPI, format=path.suffix.lstrip(".")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -15,11 +16,25 @@ def write_text_atomic(path: Path, text: str) -> Path:
     finishing together) each replace it whole: on POSIX the last rename wins and none fails. A failed
     write leaves nothing behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # a new file, with the umask's mode
-    try:
+
+    def write(temporary: Path) -> None:
         with open(temporary, "x") as handle:
             handle.write(text)
+
+    return replace_atomic(path, write)
+
+
+def replace_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Let `write` create a temporary file of its own beside `path` (a new file, with the umask's mode), then
+    rename it over `path`; on any error the temporary file is removed and `path` is left as it was.
+
+    For writers that need a file name rather than text (matplotlib's savefig): two evaluations of one
+    folder in two benchmark runs write the same figure at once, and a shared temporary name made one fail.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
