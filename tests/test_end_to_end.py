@@ -1,15 +1,14 @@
 """nnU-Net's own command-line tools, in subprocesses, with -tr DropGenTrainer_minimix_quick on a tiny dataset.
 
-Plan and preprocess, train (1 and 2 image channels; the embedded extractor, then one pretrained with
-`nnunetv2_dropgen pretrain` on the dataset's labelsTr), predict with every weights source made unusable,
-ensemble two folds with checkpoint_best, continue with --c, --val, find_best_configuration, export and
-install from zip. Needs neither ../shared nor a download.
+Plan and preprocess, train, predict with every weights source made unusable, ensemble two folds with
+checkpoint_best, continue with --c, --val, fine-tune, find_best_configuration, export and install from zip.
+Other trainers and plans, and a user's own extractor: test_end_to_end_other_setups.py. Needs neither
+../shared nor a download.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,144 +19,22 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from _tiny_dataset import write_tiny_dataset
-from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
+from _e2e_workspace import EMBEDDED, ONE_CH, SHORT, TRAINER, UNUSABLE, Workspace, check_predictions, make_workspace
 
-from nnunetv2_dropgen.ext_trainers import trainer_dir
-from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.weights import packaged_path, sha256_file
-
-TRAINER = "DropGenTrainer_minimix_quick"
-SHORT = "DropGenTrainer_minimix_demoTiny"
-"""The same network as TRAINER, two iterations and no final validation: for runs whose result is their log."""
-ONE_CH, TWO_CH = 991, 992
-EMBEDDED = get_extractor_spec("minimix").weights
-UNUSABLE = "/nonexistent/minimix.pth"
-"""DROPGEN_WEIGHTS_MINIMIX for runs that must take the extractor from the checkpoint: resolving it would fail."""
 
 pytestmark = pytest.mark.slow
 
 
-class Workspace:
-    """nnU-Net folders plus the environment each command runs with."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.raw, self.preprocessed, self.results = root / "raw", root / "preprocessed", root / "results"
-        for folder in (self.raw, self.preprocessed, self.results):
-            folder.mkdir(parents=True, exist_ok=True)
-
-    def env(
-        self, weights: str | None = None, results: Path | None = None, extra: dict[str, str] | None = None
-    ) -> dict[str, str]:
-        """`weights`: DROPGEN_WEIGHTS_MINIMIX (None: the embedded file); `extra`: more variables."""
-        environment = dict(os.environ)  # offline, no DROPGEN_WEIGHTS_* (conftest)
-        environment.update(
-            nnUNet_raw=str(self.raw),
-            nnUNet_preprocessed=str(self.preprocessed),
-            nnUNet_results=str(results or self.results),
-            nnUNet_extTrainer=str(trainer_dir()),
-            DROPGEN_CACHE_DIR=str(self.root / "empty_cache"),
-        )
-        if weights is not None:
-            environment["DROPGEN_WEIGHTS_MINIMIX"] = weights
-        return {**environment, **(extra or {})}
-
-    def run(
-        self,
-        *args: str,
-        weights: str | None = UNUSABLE,
-        results: Path | None = None,
-        extra_env: dict[str, str] | None = None,
-    ) -> str:
-        command = [str(Path(sys.executable).parent / args[0]), *args[1:]]
-        environment = self.env(weights, results, extra_env)
-        done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=900)
-        output = done.stdout + done.stderr
-        assert done.returncode == 0, f"{' '.join(args)} failed:\n{output[-4000:]}"
-        return output
-
-    def model_folder(self, dataset: int, results: Path | None = None, trainer: str = TRAINER) -> Path:
-        return next((results or self.results).glob(f"Dataset{dataset}_*")) / f"{trainer}__nnUNetPlans__3d_fullres"
-
-    def train(self, dataset: int, *extra: str, weights: str | None = None) -> str:
-        return self.run(
-            "nnUNetv2_train", str(dataset), "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu", *extra, weights=weights
-        )
-
-    def predict(self, dataset: int, out: Path, *extra: str, results: Path | None = None) -> Path:
-        images = next(self.raw.glob(f"Dataset{dataset}_*")) / "imagesTs"
-        self.run(
-            "nnUNetv2_predict",
-            "-i",
-            str(images),
-            "-o",
-            str(out),
-            "-d",
-            str(dataset),
-            "-c",
-            "3d_fullres",
-            "-tr",
-            TRAINER,
-            "-device",
-            "cpu",
-            "-npp",
-            "1",
-            "-nps",
-            "1",
-            *extra,
-            results=results,
-        )
-        return images
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    ws = Workspace(tmp_path_factory.mktemp("e2e"))
-    write_tiny_dataset(ws.raw, ONE_CH, num_cases=5, num_channels=1)
-    write_tiny_dataset(ws.raw, TWO_CH, num_cases=5, num_channels=2)
-    ws.run(
-        "nnUNetv2_plan_and_preprocess",
-        "-d",
-        str(ONE_CH),
-        str(TWO_CH),
-        "-c",
-        "3d_fullres",
-        "-np",
-        "1",
-        "-npfp",
-        "1",  # nnU-Net's default is 8 fingerprint processes
-        "--verify_dataset_integrity",
-    )
-    return ws
+    return make_workspace(tmp_path_factory.mktemp("e2e"), ONE_CH)
 
 
 @pytest.fixture(scope="module")
 def trained(workspace: Workspace) -> Path:
     workspace.train(ONE_CH)
     return workspace.model_folder(ONE_CH) / "fold_0"
-
-
-def check_predictions(images: Path, predictions: Path) -> None:
-    """One label map per test image, on its grid, with nnU-Net's labels, and foreground somewhere.
-
-    Foreground in *some* case, not in each: the quick schedule trains 8 iterations, which leave a small structure
-    unfound in a case now and then (torch builds differ); a network broken by its features predicts none anywhere.
-    """
-    cases = sorted(p.name.replace("_0000.nii.gz", "") for p in images.glob("*_0000.nii.gz"))
-    assert cases
-    foreground = {}
-    for case in cases:
-        source = sitk.ReadImage(str(images / f"{case}_0000.nii.gz"))
-        predicted = sitk.ReadImage(str(predictions / f"{case}.nii.gz"))
-        assert predicted.GetSize() == source.GetSize()
-        assert np.allclose(predicted.GetSpacing(), source.GetSpacing())
-        assert np.allclose(predicted.GetOrigin(), source.GetOrigin())
-        assert np.allclose(predicted.GetDirection(), source.GetDirection())
-        labels = sitk.GetArrayFromImage(predicted)
-        assert set(np.unique(labels)) <= {0, 1, 2}
-        foreground[case] = int((labels > 0).sum())
-    assert any(foreground.values()), f"only background predicted in every case: {foreground}"
 
 
 def test_training_loads_the_embedded_weights_and_logs_the_dropgen_settings(trained: Path) -> None:
@@ -296,22 +173,6 @@ def test_find_best_configuration_export_and_install(workspace: Workspace, traine
         assert np.array_equal(installed_labels, sitk.GetArrayFromImage(sitk.ReadImage(str(predicted)))), predicted.name
 
 
-def test_an_extractor_pretrained_on_labelsTr_trains_two_channels_and_predicts(workspace: Workspace) -> None:
-    """`nnunetv2_dropgen pretrain` on the dataset's labelsTr, then nnUNetv2_train and nnUNetv2_predict with it."""
-    labels = next(workspace.raw.glob(f"Dataset{TWO_CH}_*")) / "labelsTr"
-    mine = workspace.root / "my_minimix.pth"
-    pretrain = ["nnunetv2_dropgen", "pretrain", "--architecture", "minimix", "--labels", str(labels)]
-    workspace.run(*pretrain, "--out", str(mine), "--steps", "2", "--patch-size", "32", "--device", "cpu")
-    workspace.train(TWO_CH, weights=str(mine))
-    fold = workspace.model_folder(TWO_CH) / "fold_0"
-    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
-    assert "your own extractor" in log and f"sha256 {sha256_file(mine)}" in log and "UNVERIFIED" not in log
-    assert "DropGen: backbone input = 2 image + 32 feature + 0 extra (cascade) channels = 34" in log
-    out = workspace.root / "pred_two_channels"
-    images = workspace.predict(TWO_CH, out, "-f", "0")
-    check_predictions(images, out)
-
-
 def test_fine_tuning_with_pretrained_weights_keeps_the_checkpoints_extractor(
     workspace: Workspace, trained: Path
 ) -> None:
@@ -378,65 +239,3 @@ def test_python_predictor_and_nnunet_ensemble_use_dropgen_checkpoints(workspace:
     ensembled = workspace.root / "pred_nnunet_ensemble"
     workspace.run("nnUNetv2_ensemble", "-i", str(out), str(other), "-o", str(ensembled), "-np", "1")
     check_predictions(images, ensembled)
-
-
-USER_TRAINER = '''
-from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-
-from nnunetv2_dropgen.trainers import DropGen
-
-
-class MyTrainer(nnUNetTrainer):
-    """A user's own trainer: here, a short schedule."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=None):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 1, 2, 1
-
-
-class MyDropGen(DropGen, MyTrainer):
-    extractor_name = "minimix"
-'''
-
-
-@pytest.mark.parametrize(
-    "trainer, plans",
-    [("nnUNetTrainerDA5_DropGen_minimix_demoTiny", "nnUNetResEncUNetMPlans"), ("MyDropGen", "nnUNetPlans")],
-)
-def test_dropgen_on_other_trainers_trains_continues_and_predicts(
-    workspace: Workspace, trainer: str, plans: str
-) -> None:
-    """nnU-Net's DA5 by name on ResEnc M plans, and a user's trainer from an nnUNet_extTrainer folder."""
-    folder = workspace.root / "my_trainers"
-    folder.mkdir(exist_ok=True)
-    (folder / "my_dropgen.py").write_text(USER_TRAINER)
-    planned = next(workspace.preprocessed.glob(f"Dataset{ONE_CH}_*"))
-    if plans != "nnUNetPlans" and not (planned / f"{plans}.json").exists():
-        workspace.run("nnUNetv2_plan_experiment", "-d", str(ONE_CH), "-pl", "nnUNetPlannerResEncM")
-        workspace.run("nnUNetv2_preprocess", "-d", str(ONE_CH), "-plans_name", plans, "-c", "3d_fullres", "-np", "1")
-    extra = {"nnUNet_extTrainer": f"{trainer_dir()}{os.pathsep}{folder}"}
-    train = ["nnUNetv2_train", str(ONE_CH), "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", "cpu"]
-    workspace.run(*train, weights=None, extra_env=extra)
-    identifier = convert_trainer_plans_config_to_identifier(trainer, plans, "3d_fullres")
-    model = next(workspace.results.glob(f"Dataset{ONE_CH}_*")) / identifier
-    fold = model / "fold_0"
-    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    embedded = torch.load(packaged_path(EMBEDDED), map_location="cpu", weights_only=True)
-    for key, value in embedded.items():  # frozen: the extractor is the embedded one, bit for bit
-        assert torch.equal(final["network_weights"][f"extractor.{key}"], value), key
-    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
-    assert f"DropGen: trainer {trainer}, extractor minimix" in log
-    epochs = final["current_epoch"]
-    # as if the last epoch had not run
-    torch.save(dict(final, current_epoch=epochs - 1), fold / "checkpoint_latest.pth")
-    (fold / "checkpoint_final.pth").unlink()
-    workspace.run(*train, "--c", weights=UNUSABLE, extra_env=extra)
-    resumed = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
-    assert resumed["current_epoch"] == epochs
-    assert all(torch.equal(resumed["network_weights"][f"extractor.{k}"], v) for k, v in embedded.items())
-    out = workspace.root / f"pred_{trainer}"
-    images = next(workspace.raw.glob(f"Dataset{ONE_CH}_*")) / "imagesTs"
-    predict = ["nnUNetv2_predict", "-i", str(images), "-o", str(out), "-d", str(ONE_CH), "-c", "3d_fullres"]
-    predict += ["-tr", trainer, "-p", plans, "-f", "0", "-device", "cpu", "-npp", "1", "-nps", "1"]
-    workspace.run(*predict, extra_env=extra)
-    check_predictions(images, out)
