@@ -34,7 +34,7 @@ from nnunetv2_dropgen.feature_extractors import (
 )
 from nnunetv2_dropgen.network import build_dropgen_network
 from nnunetv2_dropgen.network.factory import state_dict_sha256
-from nnunetv2_dropgen.weights import WeightsArchitectureMismatch, sha256_file
+from nnunetv2_dropgen.weights import WeightsArchitectureMismatch, WeightsMissing, sha256_file
 
 MINI_DEV = AnatomixConfig(output_nc=8, num_downs=3, ngf=4, norm="instance", pooling="Avg", interp="trilinear")
 FLOAT64_TOLERANCE = 1e-9
@@ -198,7 +198,9 @@ def test_user_extractor_is_used_by_build_dropgen_network():
     conv = nn.Conv3d(1, 3, 1)
     calls: list[tuple[int, ...]] = []
     conv.register_forward_pre_hook(lambda module, args: calls.append(tuple(args[0].shape)))
-    spec = ExtractorSpec(name="test-user-conv", build=lambda: conv, feature_channels=3, spatial_multiple=4)
+    spec = ExtractorSpec(
+        name="test-user-conv", build=lambda: conv, feature_channels=3, spatial_multiple=4, pretrained_by_build=True
+    )
     with registered_extractor(spec):
         assert "test-user-conv" in available_extractors()
         backbone = tiny_backbone(1 * (1 + 3), num_classes=3)
@@ -216,6 +218,30 @@ def test_user_extractor_is_used_by_build_dropgen_network():
         assert out.shape == (2, 3, 10, 12, 6)
         assert calls == [(2, 1, 12, 12, 8)]  # padded to multiples of 4
     assert "test-user-conv" not in available_extractors()
+
+
+def test_an_extractor_without_weights_is_refused_unless_its_build_is_pretrained(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    """weights=None and no DROPGEN_WEIGHTS_<NAME>: training would freeze random features, so it must not start."""
+    spec = ExtractorSpec(
+        name="test-no-weights", build=lambda: nn.Conv3d(1, 2, 1), feature_channels=2, spatial_multiple=4
+    )
+    monkeypatch.delenv("DROPGEN_WEIGHTS_TEST_NO_WEIGHTS", raising=False)
+    with registered_extractor(spec):
+        with pytest.raises(WeightsMissing, match=r"random weights of its build function\. Set DROPGEN_WEIGHTS_TEST"):
+            build_dropgen_network("test-no-weights", tiny_backbone(3), pretrained=True)
+        assert build_dropgen_network("test-no-weights", tiny_backbone(3)).record.weights_sha256 is None
+        file = tmp_path / "weights.pth"
+        torch.save(nn.Conv3d(1, 2, 1).state_dict(), file)
+        monkeypatch.setenv("DROPGEN_WEIGHTS_TEST_NO_WEIGHTS", str(file))
+        loaded = build_dropgen_network("test-no-weights", tiny_backbone(3), pretrained=True)
+        assert loaded.record.weights_sha256 == sha256_file(file)
+
+
+def test_weights_without_pretrained_are_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="only loaded with pretrained=True"):
+        build_dropgen_network("minimix2", tiny_backbone(17), weights=tmp_path / "weights.pth")
 
 
 def test_the_same_extractor_registered_again_is_a_no_op_even_from_a_reexecuted_module(tmp_path):

@@ -56,6 +56,14 @@ def test_bn_batch_uses_the_batch_statistics_and_never_moves_the_buffers() -> Non
     assert torch.allclose(default.compute_features(x)[:1], default.compute_features(x[:1]), atol=1e-4)
 
 
+def test_bn_batch_is_refused_for_an_extractor_without_batchnorm() -> None:
+    """anatomix-dev normalizes with InstanceNorm: bnBatch would be the default model under another name."""
+    from _core_helpers import repeat_spec
+
+    with pytest.raises(ValueError, match="'test-repeat' has no BatchNorm layer"):
+        DropGenNetwork(repeat_spec(2), tiny_backbone(3), options=("bnBatch",))
+
+
 def test_unit_image_gives_the_backbone_the_image_the_extractor_saw() -> None:
     seen = {}
     net = network("unitImage")

@@ -12,6 +12,7 @@ from nnunetv2_dropgen.feature_extractors.registry import ExtractorSpec, get_extr
 from nnunetv2_dropgen.weights import (
     ResolvedWeights,
     WeightsArchitectureMismatch,
+    WeightsMissing,
     env_var_for,
     load_state_dict_file,
     resolve_weights,
@@ -28,12 +29,20 @@ def load_pretrained(
 ) -> ResolvedWeights | None:
     """Resolve extractor `name`'s weights (argument, DROPGEN_WEIGHTS_<NAME>, its source) and load them strictly.
 
-    Returns None when the extractor has no weights source and none was named: its build function
-    then provides the weights.
+    Returns None when the extractor's build function provides the weights (`pretrained_by_build`) and none
+    were named. Raises WeightsMissing when the extractor has no weights source and none were named: its
+    build function's random weights, frozen, would give features that carry nothing.
     """
     spec = get_extractor_spec(name)
     if spec.weights is None and explicit is None and not os.environ.get(env_var_for(name)):
-        return None
+        if spec.pretrained_by_build:
+            return None
+        raise WeightsMissing(
+            f"{name} has no published or packaged weights and none were given, so its features would come from "
+            f"the random weights of its build function. Set {env_var_for(name)}=/path/to/weights.pth (a "
+            f"state_dict), or, if build itself returns the pretrained model, register the extractor with "
+            f"ExtractorSpec(..., pretrained_by_build=True)."
+        )
     resolved = resolve_weights(name, spec.weights, explicit, download=download, revision=revision)
     state_dict = load_state_dict_file(resolved.path, name)
     try:

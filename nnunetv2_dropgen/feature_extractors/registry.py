@@ -37,8 +37,10 @@ class ExtractorSpec:
     min_spatial_size: smallest size per axis it accepts; defaults to spatial_multiple.
     preprocessing: turns one image channel into the extractor's input.
     normalization: applied to the extractor's output before the segmentation network sees it.
-    weights: where pretrained weights come from; None when `build` returns a ready model (or the
-        weights only come from DROPGEN_WEIGHTS_<NAME>).
+    weights: where pretrained weights come from; None when they come only from DROPGEN_WEIGHTS_<NAME>
+        (training then refuses to start without it) or from `build` itself.
+    pretrained_by_build: True when `build` returns the pretrained model (it loads its own weights), so that
+        weights=None and no DROPGEN_WEIGHTS_<NAME> is not a forgotten file but the extractor's own weights.
     """
 
     name: str
@@ -49,6 +51,7 @@ class ExtractorSpec:
     preprocessing: InputPreprocessing = field(default_factory=MinMaxScaling)
     normalization: FeatureNormalization = field(default_factory=InstanceNormalization)
     weights: WeightsSource | None = None
+    pretrained_by_build: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -80,6 +83,7 @@ class ExtractorSpec:
             "preprocessing": self.preprocessing.identifier,
             "normalization": self.normalization.identifier,
             "weights": repr(self.weights),
+            "pretrained_by_build": self.pretrained_by_build,
         }
 
 

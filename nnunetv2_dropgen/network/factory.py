@@ -29,8 +29,14 @@ def build_dropgen_network(
     pretrained=False leaves the extractor's weights random, as inference does before the checkpoint (which
     carries them) is loaded; pretrained=True loads them (`weights`, DROPGEN_WEIGHTS_<NAME>, or the extractor's
     own source) and records their sha256 and origin in `network.record`. options: the DropGen authors'
-    behaviours to follow (network.options.OPTIONS).
+    behaviours to follow (network.options.OPTIONS). Raises ValueError for `weights` without pretrained=True,
+    which would otherwise leave the extractor random while the caller believes it loaded.
     """
+    if weights is not None and not pretrained:
+        raise ValueError(
+            f"weights={os.fspath(weights)!r} is only loaded with pretrained=True; pass pretrained=True to use it "
+            "(pretrained=False leaves the extractor random, for a checkpoint to fill)."
+        )
     network = DropGenNetwork(
         get_extractor_spec(extractor_name),
         backbone,
