@@ -76,10 +76,11 @@ def test_readme_add_a_foundation_model_example_trains_through_nnunets_trainer_se
     folder.mkdir()
     (folder / "tiny_extractor.py").write_text(block)
     weights = tmp_path / "tiny_extractor.pth"
-    env = {**os.environ, "nnUNet_extTrainer": f"{trainer_dir()}{os.pathsep}{folder}"}
+    env = {**os.environ, "nnUNet_extTrainer": f"{folder}{os.pathsep}{trainer_dir()}"}  # as the README lists them
     code = USE_README_EXTRACTOR.format(tests=str(Path(__file__).parent), weights=str(weights))
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "nnunetv2_dropgen: " not in result.stderr, "no note about a name the user's folder answers"
     assert "LOOKUPS 3" in result.stdout
     assert "CONFLICT an extractor named 'tiny-extractor' is already registered and this one differs (build " in (
         result.stdout
@@ -112,7 +113,7 @@ def test_readme_extractor_model_trains_and_evaluate_runs_to_the_end(tmp_path: Pa
         "nnUNet_raw": str(folders["raw"]),
         "nnUNet_preprocessed": str(folders["preprocessed"]),
         "nnUNet_results": str(folders["results"]),
-        "nnUNet_extTrainer": f"{trainer_dir()}{os.pathsep}{folder}",
+        "nnUNet_extTrainer": f"{folder}{os.pathsep}{trainer_dir()}",  # as the README lists them
         "DROPGEN_WEIGHTS_TINY_EXTRACTOR": str(weights),
     }
     raw = write_tiny_dataset(folders["raw"], 971, num_cases=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import pytest
@@ -119,7 +120,10 @@ def test_malformed_names_say_why_and_hasattr_says_no(name: str, reason: str) -> 
         ("DropGenTrainer_p75", "'p75' is unknown or out of order"),
         ("nnUNetTrainerDA5_DropGen_p07", "'nnUNetTrainerDA5_DropGen_p07' is not a DropGen trainer name"),
         ("NoSuchTrainer_DropGen", "'NoSuchTrainer' is not one of nnU-Net's trainers"),
+        ("nnUNetTrainerDA5_qiuck", "'qiuck' is not a schedule"),  # a baseline's mistyped schedule
+        ("nnUNetTrainer_80epoch", "'80epoch' is not a schedule"),
         ("MyOwnTrainer", None),  # not meant for DropGen: nnU-Net's search goes on to the next folder, silently
+        ("nnUNetTrainer_MyLoss", None),  # a user's own variant, perhaps in a later folder: silent too
     ],
 )
 def test_nnunets_trainer_search_shows_why_a_dropgen_name_is_not_found(
@@ -349,3 +353,23 @@ def test_a_base_that_unfreezes_or_trains_the_extractor_is_refused(tmp_path, monk
     network.train = lambda mode=True: torch.nn.Module.train(network, mode)
     with pytest.raises(trainers.TrainerConflict, match="put DropGen's extractor in training mode"):
         trainer.on_train_epoch_start()
+
+
+def test_a_weights_variable_this_extractor_does_not_read_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """DROPGEN_WEIGHTS_MINIMIX with a minimix2 trainer: the file would go unused, so the training log says so."""
+    from _core_helpers import tiny_backbone
+
+    from nnunetv2_dropgen.network import build_dropgen_network
+    from nnunetv2_dropgen.trainers.dropgen import unread_weights_variables_warning
+
+    for key in [k for k in os.environ if k.startswith("DROPGEN_WEIGHTS_")]:
+        monkeypatch.delenv(key)
+    network = build_dropgen_network("minimix2", tiny_backbone(17), pretrained=True)
+    assert unread_weights_variables_warning(network) is None
+    monkeypatch.setenv("DROPGEN_WEIGHTS_MINIMIX", str(tmp_path / "mine.pth"))
+    sentence = unread_weights_variables_warning(network)
+    assert sentence is not None
+    assert sentence.startswith("DROPGEN_WEIGHTS_MINIMIX is set, but this trainer's extractor minimix2 reads only ")
+    assert "DROPGEN_WEIGHTS_MINIMIX2, which is not: its weights are " + network.record.weights_origin in sentence
+    monkeypatch.setenv("DROPGEN_WEIGHTS_MINIMIX2", str(tmp_path / "mine.pth"))
+    assert unread_weights_variables_warning(network) is None, "its own variable is set: the others do not matter"

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Stops runs/continue.sh (or any bench_domain_shift.py run) and every training it started, each once it has written its next checkpoint_latest.pth
-# (so little is lost; continue.sh resumes from there). W: the benchmark's --workdir.
+# Stops every runs/continue.sh and bench_domain_shift.py run on this machine (pkill -f: all of them, not one) and
+# every training they started, each once it has written its next checkpoint_latest.pth (so little is lost;
+# continue.sh resumes from there). W: the benchmark's --workdir.
 W=${W:-/work/bench}
 R=$W/nnUNet_results
 pkill -f runs/continue.sh  # the driver would start its next stage

@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "install",
         help="copy a local copy of the published weights into the cache (for offline use)",
         description="Copy a local copy of the published weights into the cache, verified against the published "
-        "checksum. Any other file (your own fine-tuned extractor, say) is refused: name it with "
+        "checksum where one is published (anatomix at its default revision; otherwise any state_dict file is "
+        "installed, marked unverified, and training loads it strictly). A file that does not match (your own "
+        "fine-tuned extractor, say) is refused: name it with "
         "DROPGEN_WEIGHTS_<NAME>=/path/to/file instead, and training uses it marked UNVERIFIED, with its sha256 in "
         "the log and in every checkpoint.",
     )

@@ -13,10 +13,10 @@ from nnunetv2_dropgen.trainers.dropgen import DropGen, TrainerConflict
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
 from nnunetv2_dropgen.trainers.names import (
     GRAMMAR,
-    MARKER,
     ON_A_BASE,
     TrainerNameError,
     build_trainer_class,
+    meant_for_dropgen,
     parse_dropgen_name,
 )
 from nnunetv2_dropgen.trainers.pretrained_weights import route_nnunet_loader
@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 
+_EXPLAINED: set[str] = set()  # names whose error was printed (every module of a searched folder is asked)
+
+
 def __getattr__(name: str) -> type:
     """A composed trainer name: built once, then the same class every time (so pickling finds it here)."""
     if name.startswith("__"):
@@ -45,9 +48,10 @@ def __getattr__(name: str) -> type:
         trainer = build_trainer_class(name)
     except TrainerNameError as exc:
         # nnU-Net looks trainers up with hasattr, which swallows this error: a name meant for DropGen would
-        # end in nnU-Net's "could not find requested nnunet trainer" alone, so say why here (other names stay
-        # silent: nnU-Net's search goes on to the next folder of nnUNet_extTrainer)
-        if name.startswith("DropGenTrainer") or MARKER in name:
+        # end in nnU-Net's "could not find requested nnunet trainer" alone, so say why here, once per name
+        # (other names stay silent: nnU-Net's search goes on to the next folder of nnUNet_extTrainer)
+        if meant_for_dropgen(name) and name not in _EXPLAINED:
+            _EXPLAINED.add(name)
             print(f"nnunetv2_dropgen: {exc}", file=sys.stderr, flush=True)
         raise
     globals()[name] = trainer

@@ -27,7 +27,7 @@ from nnunetv2_dropgen.plans import ct_channels
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
 from nnunetv2_dropgen.trainers.pretrained_weights import unwrapped
 from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
-from nnunetv2_dropgen.weights import env_var_for
+from nnunetv2_dropgen.weights import env_var_for, other_weights_variables
 
 
 class TrainerConflict(RuntimeError):
@@ -166,6 +166,8 @@ class DropGen:
             load_extractor_weights(network)
         self._log_dropgen_settings(network)
         self._warn(mixed_weights_warning(Path(self.output_folder), network.record, env_var_for(network.spec.name)))
+        if not self._extractor_weights_from_checkpoint:
+            self._warn(unread_weights_variables_warning(network))
         super().on_train_start()
 
     def _warn(self, sentence: str | None) -> None:
@@ -255,4 +257,19 @@ def missing_preprocessed_data_error(folder: Path, plans_manager: PlansManager, c
         f"there are no preprocessed data for plans {plans_manager.plans_name!r}, configuration {configuration!r} "
         f"(nnU-Net reads them from {folder}); preprocess them first: nnUNetv2_preprocess -d {dataset_id} "
         f"-plans_name {plans_manager.plans_name} -c {preprocessed_as}"
+    )
+
+
+def unread_weights_variables_warning(network: DropGenNetwork) -> str | None:
+    """A sentence when DROPGEN_WEIGHTS_* variables are set but not this extractor's own: a file meant for this
+    model (`DROPGEN_WEIGHTS_MINIMIX` with a minimix2 trainer, a misspelt name) would otherwise go unused without
+    a word."""
+    own = env_var_for(network.spec.name)
+    others = other_weights_variables(network.spec.name)
+    if os.environ.get(own) or not others:
+        return None
+    return (
+        f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} set, but this trainer's extractor "
+        f"{network.spec.name} reads only {own}, which is not: its weights are {network.record.weights_origin}. If "
+        f"the file was meant for this model, set {own} instead, or train with the extractor it belongs to."
     )

@@ -13,6 +13,7 @@ nnU-Net's nnUNetTrainerDA5 (any trainer class in nnunetv2.training.nnUNetTrainer
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,6 +124,21 @@ def nnunet_trainer_class(name: str) -> type[nnUNetTrainer]:
             "MyTrainer)` in a folder of nnUNet_extTrainer (README: DropGen on your own trainer)."
         )
     return found
+
+
+def meant_for_dropgen(name: str) -> bool:
+    """Whether a name this package cannot build was still meant for it: a DropGen name, or one of nnU-Net's
+    baselines with what looks like a mistyped schedule (`nnUNetTrainerDA5_qiuck`, `nnUNetTrainer_80epoch`).
+
+    Other names (a user's `nnUNetTrainer_MyLoss`) may live in another folder of nnUNet_extTrainer.
+    """
+    if name.startswith("DropGenTrainer") or MARKER in name:
+        return True
+    prefix, _, rest = name.partition("_")
+    return prefix in BASELINES and (
+        re.fullmatch(r"\d*epochs?", rest) is not None
+        or bool(difflib.get_close_matches(rest, NAMED_SCHEDULES, cutoff=0.75))
+    )
 
 
 def build_trainer_class(name: str) -> type[nnUNetTrainer]:

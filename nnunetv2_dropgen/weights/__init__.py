@@ -4,7 +4,14 @@
 extractor's `source`); `verify.judge` is the one policy deciding whether a file may be used.
 """
 
-from nnunetv2_dropgen.weights.cache import cache_dir, cache_path, env_var_for, requested_revision, revision_var_for
+from nnunetv2_dropgen.weights.cache import (
+    cache_dir,
+    cache_path,
+    env_var_for,
+    other_weights_variables,
+    requested_revision,
+    revision_var_for,
+)
 from nnunetv2_dropgen.weights.checksums import git_blob_sha1, sha256_file
 from nnunetv2_dropgen.weights.errors import (
     WeightsArchitectureMismatch,
@@ -46,6 +53,7 @@ __all__ = [
     "cached_weights",
     "download_weights",
     "env_var_for",
+    "other_weights_variables",
     "fetch_weights",
     "git_blob_sha1",
     "install_weights",

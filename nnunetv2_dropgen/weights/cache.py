@@ -39,6 +39,15 @@ def env_var_for(name: str) -> str:
     return _variable("DROPGEN_WEIGHTS_", name)
 
 
+def other_weights_variables(name: str) -> list[str]:
+    """The DROPGEN_WEIGHTS_* variables set (non-empty) other than extractor `name`'s own: meant for another
+    extractor, or misspelt. Extractor `name` never reads them."""
+    own = env_var_for(name)
+    return sorted(
+        key for key, value in os.environ.items() if key.startswith("DROPGEN_WEIGHTS_") and value and key != own
+    )
+
+
 def revision_var_for(name: str) -> str:
     """The environment variable that pins a Hub revision, e.g. DROPGEN_REVISION_ANATOMIX_DEV."""
     return _variable("DROPGEN_REVISION_", name)

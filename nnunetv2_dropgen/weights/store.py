@@ -202,9 +202,11 @@ def fetch_weights(source: PublishedWeights, force: bool = False, revision: str |
 def install_weights(source: PublishedWeights, path: str | os.PathLike, revision: str | None = None) -> ResolvedWeights:
     """Copy a copy of the published file into the cache (for offline machines): copy, verify, then rename.
 
-    The cache holds published files only, so a file that is not the published one is refused, with the
-    sentence that says how to use it instead (DROPGEN_WEIGHTS_<NAME>): what is installed is what training
-    then uses, never a file the next load would refuse.
+    The cache holds published files only, so a file that does not match the published checksum is refused,
+    with the sentence that says how to use it instead (DROPGEN_WEIGHTS_<NAME>): what is installed is what
+    training then uses, never a file the next load would refuse. Where no checksum is published (anatomix-dev,
+    a revision other than the default) any file that reads as a state_dict is installed, unverified (training
+    then loads it strictly into the architecture).
     """
     revision = requested_revision(source, revision)
     given = Path(path).expanduser()
