@@ -229,7 +229,7 @@ def test_predictions_of_a_retrained_model_are_not_reused(fake: dict[str, Path]) 
     folder.mkdir(parents=True)
     (folder / "a.nii.gz").touch()
     assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == ["a", "b"]  # no record
-    write_json_atomic(folder / SOURCE_FILE, prediction_source(model, settings))
+    write_json_atomic(folder / SOURCE_FILE, prediction_source(model, settings, test_set))
     assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == ["b"]
     assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=True) == ["a", "b"]
     other_settings = PredictionSettings(use_mirroring=False)
@@ -237,6 +237,24 @@ def test_predictions_of_a_retrained_model_are_not_reused(fake: dict[str, Path]) 
     checkpoint = model.checkpoints()[0]
     os.utime(checkpoint, ns=(checkpoint.stat().st_atime_ns, checkpoint.stat().st_mtime_ns + 10**9))  # trained again
     assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == ["a", "b"]
+
+
+def test_predictions_of_test_images_written_again_are_not_reused(fake: dict[str, Path]) -> None:
+    """make-synthetic --overwrite, or a fixed image under the same case id: the old prediction must not be scored
+    against the new labels."""
+    model = locate_model(fake["model"].parent, ModelSpec("nnUNetTrainer"))
+    images = fake["raw"] / "imagesTs_source"
+    cases = tuple(sorted({p.name.rsplit("_", 1)[0] for p in images.iterdir()}))
+    test_set = TestSet("source", images, fake["raw"] / "labelsTs_source", cases)
+    folder, settings = fake["out"] / "predictions", PredictionSettings()
+    folder.mkdir(parents=True)
+    for case in cases:
+        (folder / f"{case}.nii.gz").touch()
+    write_json_atomic(folder / SOURCE_FILE, prediction_source(model, settings, test_set))
+    assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == []
+    image = next(images.iterdir())
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))  # written again
+    assert cases_to_predict(folder, model, test_set, ".nii.gz", settings, overwrite=False) == list(cases)
 
 
 def test_no_labelled_test_set_in_the_raw_dataset_asks_for_test_sets(

@@ -139,6 +139,24 @@ def test_the_command_says_what_to_run_next_and_refuses_to_overwrite(nnunet, monk
     assert after == before, "a refused --name wrote nothing"
 
 
+def test_plans_that_would_replace_their_source_or_share_its_data_are_refused(nnunet, monkeypatch, capsys) -> None:
+    """--name equal to the source, or a name whose data folder other plans fill with differently normalized
+    arrays: nnU-Net would train on the wrong arrays without a word, so nothing is written."""
+    planned = nnunet["planned"]
+    resenc_like = json.loads((planned / "nnUNetPlans.json").read_text())
+    resenc_like["plans_name"] = "ResEncLikePlans"  # as nnU-Net's ResEnc presets: their data are nnUNetPlans_3d_*
+    (planned / "ResEncLikePlans.json").write_text(json.dumps(resenc_like))
+    before = {p.name: p.read_bytes() for p in planned.glob("*.json")}
+    per_image = ("-d", str(CT_DATASET), "--per-image-normalization", "--force")
+    assert run_cli(monkeypatch, nnunet["env"], *per_image, "--name", "nnUNetPlans") == 1
+    assert "--name nnUNetPlans is the plans this derives from" in capsys.readouterr().err
+    assert run_cli(monkeypatch, nnunet["env"], *per_image, "-p", "ResEncLikePlans", "--name", "nnUNetPlans") == 1
+    error = capsys.readouterr().err
+    assert "would share the preprocessed data 'nnUNetPlans_3d_fullres' with" in error and "Choose another" in error
+    assert {p.name: p.read_bytes() for p in planned.glob("*.json")} == before, "nothing written"
+    (planned / "ResEncLikePlans.json").unlink()
+
+
 @pytest.mark.slow
 def test_dropgen_warns_about_ct_plans_and_trains_with_per_image_plans(nnunet, monkeypatch) -> None:
     """Through nnU-Net's commands: CT plans train with a warning naming the fix; the derived plans train without."""

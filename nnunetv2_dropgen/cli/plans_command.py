@@ -67,12 +67,20 @@ def _plans(args: argparse.Namespace) -> int:
     name = args.name or variant.default_name(args.source)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
         return _fail(f"--name {name!r} must be a plain plans name (letters, digits, '_', '-', '.'), not a path.")
+    if name == args.source:
+        return _fail(
+            f"--name {name} is the plans this derives from: writing it would replace them, and models trained with "
+            f"them would silently change; choose another name (default: {variant.default_name(args.source)})."
+        )
     try:
         source = read_plans(folder, args.source)
         derived = derive_plans(source, name, variant)
     except PlansError as exc:
         return _fail(str(exc))
     target = folder / f"{name}.json"
+    clash = _data_identifier_clash(folder, target, derived)
+    if clash:
+        return _fail(clash)
     if target.is_file() and json.loads(target.read_text()) != derived and not args.force:
         return _fail(f"{target} exists and differs from what would be written; pass --force to replace it.")
     write_plans(folder, derived)
@@ -94,3 +102,34 @@ def _plans(args: argparse.Namespace) -> int:
     print(f"  nnUNetv2_train {dataset} 3d_fullres FOLD -tr DropGenTrainer -p {name}")
     print(f"  nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset} -c 3d_fullres -tr DropGenTrainer -p {name}")
     return 0
+
+
+def _data_identifier_clash(folder: Path, target: Path, derived: dict) -> str | None:
+    """A sentence when the derived plans would share preprocessed data with other plans in `folder` that normalize
+    differently: nnU-Net would train one on the other's arrays without a word."""
+    from nnunetv2_dropgen.plans import PlansError, resolved_configuration
+
+    for other in sorted(folder.glob("*.json")):
+        if other == target:
+            continue
+        try:
+            plans = json.loads(other.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
+            continue
+        for name, config in derived["configurations"].items():
+            if name not in plans["configurations"] or "inherits_from" in config:
+                continue
+            try:
+                mine, theirs = resolved_configuration(derived, name), resolved_configuration(plans, name)
+            except PlansError:
+                continue
+            same_data = mine.get("data_identifier") == theirs.get("data_identifier")
+            if same_data and mine.get("normalization_schemes") != theirs.get("normalization_schemes"):
+                return (
+                    f"{target.name} would share the preprocessed data {mine.get('data_identifier')!r} with "
+                    f"{other.name}, which normalizes differently ({theirs.get('normalization_schemes')} against "
+                    f"{mine.get('normalization_schemes')}): training would use the wrong arrays. Choose another --name."
+                )
+    return None

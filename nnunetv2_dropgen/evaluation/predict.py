@@ -4,8 +4,9 @@ nnU-Net writes a segmentation file while it exports it, so a killed run can leav
 Cases are therefore predicted into a hidden `.<test set>.partial` folder beside the final one and moved
 into the final folder (`os.replace`, atomic on one file system) only once nnU-Net has finished them: a
 file in the final folder is always complete. The partial folder is emptied at the start of every run.
-A `prediction_source.json` in the final folder records which checkpoints made the predictions, so
-predictions of a model that has been trained again since are made again rather than reused. Two runs that
+A `prediction_source.json` in the final folder records which checkpoints made the predictions of which
+images, so predictions of a model that has been trained again since, or of test images written again since,
+are made again rather than reused. Two runs that
 share an output folder (two benchmark runs on one --workdir, two evaluate commands with one --out) take
 turns on each prediction folder through a lock file inside it: the second finds the first's predictions
 and reuses them instead of emptying its partial folder under it.
@@ -75,20 +76,26 @@ def prediction_lock(folder: Path) -> FileLock:
     return FileLock(folder / LOCK_FILE)
 
 
-def prediction_source(model: TrainedModel, settings: PredictionSettings, previous_stage: Path | None = None) -> dict:
-    """What made a folder's predictions: the checkpoint files (by size and modification time), the settings and,
-    for a cascade, the folder of previous-stage predictions it took."""
-    checkpoints = {}
-    for path in model.checkpoints():
-        stat = path.stat()
-        checkpoints[str(path)] = [stat.st_size, stat.st_mtime_ns]
+def prediction_source(
+    model: TrainedModel, settings: PredictionSettings, test_set: TestSet, previous_stage: Path | None = None
+) -> dict:
+    """What made a folder's predictions: the checkpoint files and the test set's images (each by size and
+    modification time: a model trained again or images made again are predicted again), the settings and, for
+    a cascade, the folder of previous-stage predictions it took."""
+    cases = set(test_set.cases)
+    images = [p for p in sorted(test_set.images.iterdir()) if p.is_file() and p.name.rsplit("_", 1)[0] in cases]
     source = {
         "model_folder": str(model.folder),
-        "checkpoints": checkpoints,
+        "checkpoints": _size_and_time(model.checkpoints()),
+        "images": _size_and_time(images),
         "tile_step_size": settings.tile_step_size,
         "use_mirroring": settings.use_mirroring,
     }
     return {**source, "previous_stage": str(previous_stage)} if previous_stage is not None else source
+
+
+def _size_and_time(paths: Sequence[Path]) -> dict[str, list[int]]:
+    return {str(path): [path.stat().st_size, path.stat().st_mtime_ns] for path in paths}
 
 
 def check_prediction_folder(folder: Path, test_set: TestSet, file_ending: str) -> None:
@@ -119,7 +126,7 @@ def cases_to_predict(
     """Cases without a finished prediction made by this model's current checkpoints (all with `overwrite`)."""
     source_file = folder / SOURCE_FILE
     recorded = json.loads(source_file.read_text()) if source_file.is_file() else None
-    if overwrite or recorded != prediction_source(model, settings, previous_stage):
+    if overwrite or recorded != prediction_source(model, settings, test_set, previous_stage):
         return list(test_set.cases)
     return [case for case in test_set.cases if not (folder / f"{case}{file_ending}").is_file()]
 
@@ -169,7 +176,7 @@ def predict_cases(
     previous_stage: for a cascade, the folder holding the previous stage's prediction of every case.
     """
     file_ending = dataset_json["file_ending"]
-    source = prediction_source(model, settings, previous_stage)
+    source = prediction_source(model, settings, test_set, previous_stage)
     previous = str(previous_stage) if previous_stage is not None else None
     source_file = folder / SOURCE_FILE
     folder.mkdir(parents=True, exist_ok=True)
