@@ -152,7 +152,8 @@ def test_plans_that_would_replace_their_source_or_share_its_data_are_refused(nnu
     assert "--name nnUNetPlans is the plans this derives from" in capsys.readouterr().err
     assert run_cli(monkeypatch, nnunet["env"], *per_image, "-p", "ResEncLikePlans", "--name", "nnUNetPlans") == 1
     error = capsys.readouterr().err
-    assert "would share the preprocessed data 'nnUNetPlans_3d_fullres' with" in error and "Choose another" in error
+    assert "would share the preprocessed data 'nnUNetPlans_2d' with ResEncLikePlans.json" in error
+    assert "Choose another --name" in error
     assert {p.name: p.read_bytes() for p in planned.glob("*.json")} == before, "nothing written"
     (planned / "ResEncLikePlans.json").unlink()
 
