@@ -123,6 +123,27 @@ def test_an_existing_split_is_kept_without_force_and_backed_up_with_it(
     assert len(backups) == 1 and backups[0].read_text() == first
     assert all(len(s["train"]) == 3 for s in json.loads(target.read_text()))
     assert f"Kept the previous file as {backups[0]}" in capsys.readouterr().out
+    assert run("-d", "963", "--few-shot", "2", "--force") == 0  # again within the same second: a second backup
+    assert len(list(target.parent.glob("splits_final.backup-*.json"))) == 2
+
+
+def test_replacing_a_split_that_folds_were_trained_on_names_them(
+    folders: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw, _ = folders
+    write_raw_dataset(raw)
+    model = tmp_path / "results" / DATASET / "DropGenTrainer__nnUNetPlans__3d_fullres"
+    for fold in ("fold_0", "fold_1", "fold_all"):
+        (model / fold).mkdir(parents=True)
+        (model / fold / "checkpoint_final.pth").touch()
+    (model / "fold_2").mkdir()  # started, no checkpoint yet
+    assert run("-d", "963", "--few-shot", "2") == 0
+    assert "WARNING" not in capsys.readouterr().err, "a first split replaces nothing"
+    assert run("-d", "963", "--few-shot", "3", "--force") == 0
+    error = capsys.readouterr().err
+    assert "WARNING: 2 fold(s) of " + DATASET + " were trained on the previous split" in error
+    model_name = f"{DATASET}/DropGenTrainer__nnUNetPlans__3d_fullres"
+    assert f"({model_name}/fold_0, {model_name}/fold_1)" in error
 
 
 def test_by_site_validates_every_fold_on_a_site_it_never_trained_on(

@@ -100,6 +100,17 @@ def _splits(args: argparse.Namespace) -> int:
         return 1
     for backup in backups:
         print(f"Kept the previous file as {backup}")
+    results_root = os.environ.get("nnUNet_results")
+    trained = s.trained_folds(Path(results_root), dataset) if backups and results_root else []
+    if trained:
+        listed = ", ".join(str(fold.relative_to(Path(results_root))) for fold in trained[:6])
+        print(
+            f"WARNING: {len(trained)} fold(s) of {dataset} were trained on the previous split ({listed}"
+            f"{' ...' if len(trained) > 6 else ''}). nnU-Net's --c, --val and their validation Dice now follow the "
+            "new split, whose validation cases may have been their training cases: train them again, or move them "
+            "away, before choosing anything on their validation.",
+            file=sys.stderr,
+        )
     done = "Wrote" if changed else "Unchanged (it already holds this split):"
     print(f"{done} {target} ({len(splits.folds)} folds of {len(cases)} training cases):")
     for line in s.describe(splits, sites):

@@ -249,14 +249,34 @@ def write_splits(
             f"{target} already exists and holds another split; nnU-Net trains with it, so it is not replaced "
             "silently. Pass --force to replace it (the current file is kept as a timestamped backup beside it)."
         )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     backups = []
     if target.is_file():  # copied, so nnU-Net's file is there until the new one replaces it in one rename
-        backups.append(Path(shutil.copy2(target, target.with_name(f"{target.stem}.backup-{stamp}.json"))))
+        backups.append(Path(shutil.copy2(target, _backup_name(target))))
     if sites_file.is_file():  # describes the old split only: moved away
-        backups.append(sites_file.with_name(f"{sites_file.stem}.backup-{stamp}.json"))
+        backups.append(_backup_name(sites_file))
         os.replace(sites_file, backups[-1])
     write_json_atomic(target, splits.folds)
     if sites is not None:
         write_json_atomic(sites_file, sites)
     return target, backups, True
+
+
+def _backup_name(path: Path) -> Path:
+    """`<stem>.backup-<time>.json`, numbered when a backup of the same second exists (never overwritten)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate, number = path.with_name(f"{path.stem}.backup-{stamp}.json"), 1
+    while candidate.exists():
+        candidate, number = path.with_name(f"{path.stem}.backup-{stamp}-{number}.json"), number + 1
+    return candidate
+
+
+def trained_folds(results_root: Path | None, dataset: str) -> list[Path]:
+    """Fold folders (fold_0, fold_1, ...; not fold_all) of `dataset` under nnUNet_results that hold a checkpoint:
+    trained on the split that was there, which `--c`, `--val` and their validation Dice read again."""
+    if results_root is None or not (results_root / dataset).is_dir():
+        return []
+    return sorted(
+        fold
+        for fold in (results_root / dataset).glob("*/fold_*")
+        if fold.name[len("fold_") :].isdigit() and any(fold.glob("checkpoint_*.pth"))
+    )
