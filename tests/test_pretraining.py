@@ -36,9 +36,11 @@ from nnunetv2_dropgen.pretraining import (
     CompositionSettings,
     ContrastiveObjective,
     LabelMapError,
+    PretrainingError,
     PretrainSettings,
     StabilitySettings,
     balanced_voxel_sample,
+    check_settings,
     compose_label_maps,
     pool_from_folder,
     pool_from_synthetic,
@@ -233,7 +235,7 @@ def test_pretrain_writes_strict_weights_a_record_and_a_checkpoint(spec, pool, br
     assert record["command"] == "pytest" and "synthetic" in record["data"]["sources"][0]
     assert record["time"]["training_seconds"] > 0
     assert load_checkpoint(checkpoint_path(out))["step"] == BRIEF_STEPS
-    with pytest.raises(CheckpointError, match="--resume"):
+    with pytest.raises(PretrainingError, match="pass --resume to continue that run"):
         pretrain(quick_settings(out, steps=BRIEF_STEPS + 1), spec, pool, pool)
 
 
@@ -310,6 +312,26 @@ def test_resume_continues_exactly_where_the_run_stopped(spec, pool, tmp_path):
         torch.testing.assert_close(resumed.state_dict[key], value, msg=f"resumed run differs in {key}")
     with pytest.raises(CheckpointError, match="other settings"):
         pretrain(quick_settings(tmp_path / "resumed.pth", steps=5, resume=True, batch_size=1), spec, pool, pool)
+    other_data = pool_from_synthetic(12, seed=1)
+    with pytest.raises(CheckpointError, match=r"structures 16 -> 12"):
+        pretrain(quick_settings(tmp_path / "resumed.pth", steps=5, resume=True), spec, other_data, pool)
+    with pytest.raises(CheckpointError, match="init None -> 'anatomix'"):
+        pretrain(quick_settings(tmp_path / "resumed.pth", steps=5, resume=True, init="anatomix"), spec, pool, pool)
+    assert load_checkpoint(checkpoint_path(tmp_path / "resumed.pth"))["step"] == 4, "refusals change nothing"
+
+
+def test_a_new_run_never_replaces_earlier_weights(spec, pool, tmp_path):
+    out = tmp_path / "earlier.pth"
+    out.write_bytes(b"weights of an earlier run")
+    with pytest.raises(PretrainingError, match="exists .the weights of an earlier run.; pass --resume"):
+        check_settings(quick_settings(out, steps=2), spec)
+    check_settings(quick_settings(out, steps=2, resume=True), spec)
+    assert out.read_bytes() == b"weights of an earlier run"
+    out.unlink()
+    checkpoint_path(out).write_bytes(b"checkpoint of an earlier run")  # its checkpoint alone refuses a new run too
+    with pytest.raises(CheckpointError, match="pass --resume to continue it"):
+        pretrain(quick_settings(out, steps=2), spec, pool, pool)
+    assert not out.exists() and checkpoint_path(out).read_bytes() == b"checkpoint of an earlier run"
 
 
 def test_ctrl_c_leaves_a_usable_checkpoint_and_weights(spec, pool, tmp_path, monkeypatch):
@@ -479,7 +501,7 @@ def test_sigterm_stops_like_ctrl_c_with_checkpoint_and_weights(spec, tmp_path):
         "register_extractor(tiny_spec())\n"
         "from nnunetv2_dropgen.cli.main import main\n"
         "sys.exit(main(['pretrain', '--architecture', 'test-pretrain-tiny', '--synthetic', '8', '--patch-size', "
-        "'16', '--steps', '100000', '--evaluate-every', '0', '--checkpoint-every', '100000', '--device', 'cpu', "
+        "'16', '--steps', '100000', '--evaluate-every', '0', '--checkpoint-every', '1', '--device', 'cpu', "
         "'--out', sys.argv[2]]))\n"
     )
     process = subprocess.Popen(
@@ -488,7 +510,9 @@ def test_sigterm_stops_like_ctrl_c_with_checkpoint_and_weights(spec, tmp_path):
     )  # fmt: skip
     started = process.stdout.readline()  # printed once training has begun (inside the handler)
     assert started.startswith("pretraining test-pretrain-tiny"), started
-    time.sleep(2)  # a few steps
+    deadline = time.monotonic() + 120
+    while not checkpoint_path(out).exists() and time.monotonic() < deadline:  # the first step's checkpoint
+        time.sleep(0.2)  # (waits for a step however busy the machine; a fixed sleep saw none under load)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]

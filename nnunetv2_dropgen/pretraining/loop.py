@@ -215,6 +215,12 @@ def check_settings(settings: PretrainSettings, spec: ExtractorSpec) -> None:
     autocast_dtype(settings.precision, torch.device(settings.device))
     if not settings.out.parent.is_dir():
         raise PretrainingError(f"the folder of --out {settings.out} does not exist; create it first.")
+    if not settings.resume and settings.out.exists():
+        raise PretrainingError(
+            f"--out {settings.out} exists (the weights of an earlier run); pass --resume to continue that run (its "
+            f"checkpoint {checkpoint_path(settings.out).name} beside it), or choose another --out: a new run would "
+            "replace those weights and their record."
+        )
     if settings.out.suffix == ".json":
         raise PretrainingError(
             f"--out {settings.out} ends in .json, the suffix of the record written beside it; "
@@ -222,7 +228,12 @@ def check_settings(settings: PretrainSettings, spec: ExtractorSpec) -> None:
         )
 
 
-def _check_resumable(state: dict[str, Any], settings: PretrainSettings, path: Path) -> None:
+def _check_resumable(
+    state: dict[str, Any], settings: PretrainSettings, path: Path, run: dict[str, Any] | None = None
+) -> None:
+    """Refuse a resume whose settings, training data (`run`: the pool's sources and size) or process count
+    differ from the checkpoint's: the weights and their record would describe a run that never happened.
+    `init` and `run` are compared only when the checkpoint records them (older checkpoints do not)."""
     recorded = state.get("settings", {})
     current = settings.recorded()
     differ = [
@@ -230,6 +241,11 @@ def _check_resumable(state: dict[str, Any], settings: PretrainSettings, path: Pa
         for key in _MUST_MATCH_ON_RESUME
         if recorded.get(key) != current[key]
     ]
+    if "init" in recorded and settings.init is not None and recorded["init"] != current["init"]:
+        differ.append(f"init {recorded['init']!r} -> {current['init']!r}")
+    for key, value in (run or {}).items():
+        if key in state.get("run", {}) and state["run"][key] != value:
+            differ.append(f"{key} {state['run'][key]!r} -> {value!r}")
     if differ:
         raise CheckpointError(
             f"the checkpoint {path} was written with other settings ({'; '.join(differ)}); resume with the "
@@ -307,7 +323,7 @@ class _Run:
 
     def _restore(self) -> None:
         state = load_checkpoint(self.checkpoint)
-        _check_resumable(state, self.settings, self.checkpoint)
+        _check_resumable(state, self.settings, self.checkpoint, self.run_facts())
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -317,11 +333,17 @@ class _Run:
         self.init_description = str(state["init"])
         self.best = state.get("best")
 
+    def run_facts(self) -> dict[str, Any]:
+        """What a resumed run must share with the checkpoint besides its settings: data and process count."""
+        sources = list(self.pool.sources)
+        return {"data_sources": sources, "structures": len(self.pool), "world_size": self.context.world_size}
+
     def save_checkpoint(self) -> None:
         save_checkpoint(
             self.checkpoint,
             {
                 "step": self.step,
+                "run": self.run_facts(),
                 "objective": self.objective.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(),
