@@ -141,6 +141,21 @@ def test_bad_options_are_one_sentence_and_write_nothing(
     assert not fake["out"].exists()
 
 
+def test_folds_still_training_are_not_left_out_of_the_ensemble_silently(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for fold in ("fold_0", "fold_1"):
+        (fake["model"] / fold).mkdir()
+    (fake["model"] / "fold_0" / "checkpoint_final.pth").touch()  # fold 1 has begun, not finished
+    assert evaluate_cli("-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--out", str(fake["out"])) == 1
+    error = error_of(capsys)
+    assert (
+        "fold(s) 1 have no checkpoint_final.pth yet (still training?), so the ensemble would be of fold(s) 0" in error
+    )
+    assert "name the folds to ensemble with -f 0." in error
+    assert not fake["out"].exists()
+
+
 def break_missing_label(images: Path, labels: Path) -> str:
     (labels / "test_001.nii.gz").unlink()
     return f"case(s) test_001 have images but no label file in {labels}"

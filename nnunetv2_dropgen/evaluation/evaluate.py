@@ -162,6 +162,8 @@ def _plan(request: EvaluationRequest, notes: list[str]) -> _Plan:
     models = locate_models(results / dataset, request.models)
     for model in models:
         check_trainer_found(model)
+        folds = ", ".join(str(f) for f in model.folds)
+        notes.append(f"{model.label}: {model.folder.name}, fold(s) {folds} ({model.spec.checkpoint})")
     dataset_json = _dataset_json(models)
     label_manager = PlansManager(str(models[0].folder / "plans.json")).get_label_manager(dataset_json)
     file_ending = dataset_json["file_ending"]

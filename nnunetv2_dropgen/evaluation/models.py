@@ -127,6 +127,17 @@ def locate_model(dataset_results: Path, spec: ModelSpec) -> TrainedModel:
     available = _folds_with(folder, spec.checkpoint)
     if spec.folds is None:
         numbered = [f for f in available if f != ALL_FOLDS]
+        unfinished = sorted(
+            int(d.name[len("fold_") :])
+            for d in folder.glob("fold_*")
+            if d.name[len("fold_") :].isdigit() and int(d.name[len("fold_") :]) not in numbered
+        )
+        if numbered and unfinished:
+            raise EvaluationError(
+                f"{_describe_spec(spec)}: fold(s) {', '.join(map(str, unfinished))} have no {spec.checkpoint} yet "
+                f"(still training?), so the ensemble would be of fold(s) {', '.join(map(str, numbered))} only. "
+                f"Finish them, or name the folds to ensemble with -f {' '.join(map(str, numbered))}."
+            )
         folds = tuple(numbered or available)
         if not folds:
             raise EvaluationError(
