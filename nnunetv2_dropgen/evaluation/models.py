@@ -127,11 +127,8 @@ def locate_model(dataset_results: Path, spec: ModelSpec) -> TrainedModel:
     available = _folds_with(folder, spec.checkpoint)
     if spec.folds is None:
         numbered = [f for f in available if f != ALL_FOLDS]
-        unfinished = sorted(
-            int(d.name[len("fold_") :])
-            for d in folder.glob("fold_*")
-            if d.name[len("fold_") :].isdigit() and int(d.name[len("fold_") :]) not in numbered
-        )
+        started = {d.name[len("fold_") :] for d in folder.glob("fold_*") if d.is_dir()}
+        unfinished = sorted(int(f) for f in started if f.isdigit() and int(f) not in numbered)
         if numbered and unfinished:
             raise EvaluationError(
                 f"{_describe_spec(spec)}: fold(s) {', '.join(map(str, unfinished))} have no {spec.checkpoint} yet "
