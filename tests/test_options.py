@@ -57,11 +57,17 @@ def test_bn_batch_uses_the_batch_statistics_and_never_moves_the_buffers() -> Non
 
 
 def test_bn_batch_is_refused_for_an_extractor_without_batchnorm() -> None:
-    """anatomix-dev normalizes with InstanceNorm: bnBatch would be the default model under another name."""
+    """anatomix-dev normalizes with InstanceNorm: bnBatch would be the default model under another name. A new
+    training is refused; a network built so (to predict with a model trained before) still builds."""
     from _core_helpers import repeat_spec
 
-    with pytest.raises(ValueError, match="'test-repeat' has no BatchNorm layer"):
-        DropGenNetwork(repeat_spec(2), tiny_backbone(3), options=("bnBatch",))
+    from nnunetv2_dropgen.trainers.dropgen import ineffective_option
+
+    without = DropGenNetwork(repeat_spec(2), tiny_backbone(3), options=("bnBatch",))
+    assert without.batch_statistics_layers == 0
+    assert "'test-repeat' has no BatchNorm layer, so the option would change nothing" in ineffective_option(without)
+    assert network("bnBatch").batch_statistics_layers > 0 and ineffective_option(network("bnBatch")) is None
+    assert ineffective_option(network()) is None
 
 
 def test_unit_image_gives_the_backbone_the_image_the_extractor_saw() -> None:

@@ -323,8 +323,8 @@ def test_resume_continues_exactly_where_the_run_stopped(spec, pool, tmp_path):
 def test_a_new_run_never_replaces_earlier_weights(spec, pool, tmp_path):
     out = tmp_path / "earlier.pth"
     out.write_bytes(b"weights of an earlier run")
-    with pytest.raises(PretrainingError, match="exists .the weights of an earlier run.; pass --resume"):
-        check_settings(quick_settings(out, steps=2), spec)
+    with pytest.raises(PretrainingError, match=r"exists \(the weights of an earlier run\); choose another --out"):
+        check_settings(quick_settings(out, steps=2), spec)  # no checkpoint beside it: --resume is not offered
     check_settings(quick_settings(out, steps=2, resume=True), spec)
     assert out.read_bytes() == b"weights of an earlier run"
     out.unlink()
@@ -353,6 +353,22 @@ def test_ctrl_c_leaves_a_usable_checkpoint_and_weights(spec, pool, tmp_path, mon
     assert record["interrupted"] is True and record["steps"] == 2 and record["sha256"] == sha256_file(out)
     monkeypatch.setattr(loop_module, "compose_label_maps", compose)
     assert pretrain(quick_settings(out, steps=3, resume=True), spec, pool, pool).step == 3
+
+
+def test_init_from_an_extractor_whose_build_is_pretrained(spec):
+    """`--init NAME` for an extractor registered with pretrained_by_build=True starts from the model it builds."""
+    import dataclasses
+
+    from nnunetv2_dropgen.pretraining.references import initialise_extractor
+
+    torch.manual_seed(1)
+    ready_model = spec.build()
+    ready = dataclasses.replace(spec, name="test-pretrain-ready", build=lambda: ready_model, pretrained_by_build=True)
+    with registered_extractor(ready):
+        extractor = spec.build()
+        assert "the model its build function returns" in initialise_extractor(extractor, ready.name, spec.name)
+    for key, value in ready_model.state_dict().items():
+        assert torch.equal(extractor.state_dict()[key], value), key
 
 
 def test_init_from_a_weights_file_starts_from_those_weights(spec, pool, tmp_path):

@@ -10,6 +10,7 @@ import pytest
 from nnunetv2.utilities.crossval_split import generate_crossval_split
 
 from nnunetv2_dropgen.cli import splits_command
+from nnunetv2_dropgen.evaluation import splits as splits_module
 
 DATASET = "Dataset963_Splits"
 CASES = [f"case_{i:03d}" for i in range(10)]
@@ -101,8 +102,9 @@ def test_folds_and_seed_change_the_split(folders: tuple[Path, Path]) -> None:
 
 
 def test_an_existing_split_is_kept_without_force_and_backed_up_with_it(
-    folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    folders: tuple[Path, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(splits_module.time, "strftime", lambda fmt: "20261207-170000")  # every run: one second
     raw, preprocessed = folders
     write_raw_dataset(raw)
     target = preprocessed / DATASET / "splits_final.json"

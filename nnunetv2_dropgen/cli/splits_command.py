@@ -101,7 +101,8 @@ def _splits(args: argparse.Namespace) -> int:
     for backup in backups:
         print(f"Kept the previous file as {backup}")
     results_root = os.environ.get("nnUNet_results")
-    trained = s.trained_folds(Path(results_root), dataset) if backups and results_root else []
+    replaced = any(backup.name.startswith(f"{Path(s.SPLITS_FILE).stem}.backup-") for backup in backups)
+    trained = s.trained_folds(Path(results_root), dataset) if replaced and results_root else []
     if trained:
         listed = ", ".join(str(fold.relative_to(Path(results_root))) for fold in trained[:6])
         print(

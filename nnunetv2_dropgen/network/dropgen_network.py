@@ -86,11 +86,9 @@ class DropGenNetwork(nn.Module):
         first_dropped = 0 if use_image else num_image_channels
         self.dropout = ChannelDropout(p, channels=range(first_dropped, num_image_channels + num_features))
         self.options = check_options(tuple(options))
-        if "bnBatch" in self.options and not use_batch_statistics(self.extractor):
-            raise ValueError(
-                f"option bnBatch makes the extractor's BatchNorm layers use batch statistics, but extractor "
-                f"{spec.name!r} has no BatchNorm layer, so the option would change nothing: train without bnBatch."
-            )
+        self.batch_statistics_layers = use_batch_statistics(self.extractor) if "bnBatch" in self.options else 0
+        """How many extractor BatchNorm layers bnBatch switched (0 without it, or for an extractor without any,
+        where the option changes nothing: trainers refuse to start such a training)."""
         self.normalization = VoxelwiseNormalization() if "voxelNorm" in self.options else spec.normalization
         self.volume_range = None
         self.record = FeatureRecord.of(spec, self.normalization.identifier, self.options)

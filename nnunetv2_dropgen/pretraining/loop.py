@@ -215,16 +215,21 @@ def check_settings(settings: PretrainSettings, spec: ExtractorSpec) -> None:
     autocast_dtype(settings.precision, torch.device(settings.device))
     if not settings.out.parent.is_dir():
         raise PretrainingError(f"the folder of --out {settings.out} does not exist; create it first.")
-    if not settings.resume and settings.out.exists():
-        raise PretrainingError(
-            f"--out {settings.out} exists (the weights of an earlier run); pass --resume to continue that run (its "
-            f"checkpoint {checkpoint_path(settings.out).name} beside it), or choose another --out: a new run would "
-            "replace those weights and their record."
-        )
     if settings.out.suffix == ".json":
         raise PretrainingError(
             f"--out {settings.out} ends in .json, the suffix of the record written beside it; "
             f"name the weights e.g. {settings.out.with_suffix('.pth').name}."
+        )
+    if not settings.resume and settings.out.exists():
+        checkpoint = checkpoint_path(settings.out)
+        resume = (
+            f"pass --resume to continue that run (its checkpoint {checkpoint.name} is beside it), or "
+            if checkpoint.exists()
+            else ""
+        )
+        raise PretrainingError(
+            f"--out {settings.out} exists (the weights of an earlier run); {resume}choose another --out, or delete "
+            "it to start over: a new run would replace those weights and their record."
         )
 
 
@@ -233,7 +238,8 @@ def _check_resumable(
 ) -> None:
     """Refuse a resume whose settings, training data (`run`: the pool's sources and size) or process count
     differ from the checkpoint's: the weights and their record would describe a run that never happened.
-    `init` and `run` are compared only when the checkpoint records them (older checkpoints do not)."""
+    `init` is compared only when given again (the documented resume repeats the command, --init included);
+    `run` only where the checkpoint records it (checkpoints from before 2026-12-07 do not)."""
     recorded = state.get("settings", {})
     current = settings.recorded()
     differ = [

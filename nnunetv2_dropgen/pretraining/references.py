@@ -49,8 +49,16 @@ def initialise_extractor(extractor: nn.Module, source: str, architecture: str) -
     """
     if source in available_extractors():
         resolved = load_pretrained(source, extractor)
-        if resolved is None:
-            raise WeightsError(f"--init {source}: that extractor has no pretrained weights to start from.")
+        if resolved is None:  # pretrained_by_build: its build function returns the pretrained model
+            ready = get_extractor_spec(source).build().state_dict()
+            try:
+                extractor.load_state_dict(ready, strict=True)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise WeightsArchitectureMismatch(
+                    f"--init {source}: its model does not fit the {architecture!r} architecture ({first})."
+                ) from None
+            return f"initialised from {source}: the model its build function returns"
         return f"initialised from {source}: {resolved.describe()}"
     if Path(source).is_file():
         load_weights_file(extractor, source, architecture)

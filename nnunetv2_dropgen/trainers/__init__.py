@@ -8,6 +8,7 @@ answers every name of the forms described in `names` (e.g. `DropGenTrainer_minim
 from __future__ import annotations
 
 import sys
+import time
 
 from nnunetv2_dropgen.trainers.dropgen import DropGen, TrainerConflict
 from nnunetv2_dropgen.trainers.DropGenTrainer import DropGenTrainer
@@ -37,7 +38,10 @@ __all__ = [
 ]
 
 
-_EXPLAINED: set[str] = set()  # names whose error was printed (every module of a searched folder is asked)
+# When each name's error was last printed: one nnU-Net search asks every module of every folder within
+# moments, so it is said once per search, and again by a later search in the same process (a notebook).
+_EXPLAINED: dict[str, float] = {}
+_ONE_SEARCH_S = 10.0
 
 
 def __getattr__(name: str) -> type:
@@ -50,8 +54,8 @@ def __getattr__(name: str) -> type:
         # nnU-Net looks trainers up with hasattr, which swallows this error: a name meant for DropGen would
         # end in nnU-Net's "could not find requested nnunet trainer" alone, so say why here, once per name
         # (other names stay silent: nnU-Net's search goes on to the next folder of nnUNet_extTrainer)
-        if meant_for_dropgen(name) and name not in _EXPLAINED:
-            _EXPLAINED.add(name)
+        if meant_for_dropgen(name) and time.monotonic() - _EXPLAINED.get(name, -_ONE_SEARCH_S) >= _ONE_SEARCH_S:
+            _EXPLAINED[name] = time.monotonic()
             print(f"nnunetv2_dropgen: {exc}", file=sys.stderr, flush=True)
         raise
     globals()[name] = trainer

@@ -160,6 +160,9 @@ class DropGen:
         if not self.was_initialized:
             self.initialize()
         network = self.dropgen_network
+        conflict = ineffective_option(network)
+        if conflict and not self._extractor_weights_from_checkpoint:  # a model begun so still continues (--c)
+            raise TrainerConflict(f"{self.__class__.__name__}: {conflict}")
         if network.pretrained_from is not None and not self._extractor_weights_from_checkpoint:
             self._keep_or_replace_pretrained_extractor(network)
         elif not self._extractor_weights_from_checkpoint:
@@ -273,3 +276,15 @@ def unread_weights_variables_warning(network: DropGenNetwork) -> str | None:
         f"{network.spec.name} reads only {own}, which is not: its weights are {network.record.weights_origin}. If "
         f"the file was meant for this model, set {own} instead, or train with the extractor it belongs to."
     )
+
+
+def ineffective_option(network: DropGenNetwork) -> str | None:
+    """A sentence when an option in the trainer's name would change nothing (bnBatch on an extractor without
+    BatchNorm, such as anatomix-dev): a new training is refused, since its name would promise a behaviour it
+    lacks. Models trained so before keep predicting (they are the default model)."""
+    if "bnBatch" in network.options and not network.batch_statistics_layers:
+        return (
+            f"option bnBatch makes the extractor's BatchNorm layers use batch statistics, but extractor "
+            f"{network.spec.name!r} has no BatchNorm layer, so the option would change nothing: train without bnBatch."
+        )
+    return None
