@@ -30,14 +30,17 @@ def random_extractor(spec: ExtractorSpec, seed: int) -> nn.Module:
 
 def load_weights_file(module: nn.Module, path: str | os.PathLike, architecture: str) -> None:
     """Load a state_dict file strictly into `module`, or say that it does not fit the architecture."""
-    state_dict = load_state_dict_file(path)
+    advice = f"; give a file written for it (e.g. by `nnunetv2_dropgen pretrain --architecture {architecture}`)."
+    _load_strictly(module, load_state_dict_file(path), architecture, str(path), advice)
+
+
+def _load_strictly(module: nn.Module, state_dict: dict, architecture: str, what: str, advice: str) -> None:
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise WeightsArchitectureMismatch(
-            f"{path} does not fit the {architecture!r} architecture ({first}); give a file written for it "
-            f"(e.g. by `nnunetv2_dropgen pretrain --architecture {architecture}`)."
+            f"{what} does not fit the {architecture!r} architecture ({first}){advice}"
         ) from None
 
 
@@ -51,13 +54,7 @@ def initialise_extractor(extractor: nn.Module, source: str, architecture: str) -
         resolved = load_pretrained(source, extractor)
         if resolved is None:  # pretrained_by_build: its build function returns the pretrained model
             ready = get_extractor_spec(source).build().state_dict()
-            try:
-                extractor.load_state_dict(ready, strict=True)
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0]
-                raise WeightsArchitectureMismatch(
-                    f"--init {source}: its model does not fit the {architecture!r} architecture ({first})."
-                ) from None
+            _load_strictly(extractor, ready, architecture, f"the model of --init {source}", ".")
             return f"initialised from {source}: the model its build function returns"
         return f"initialised from {source}: {resolved.describe()}"
     if Path(source).is_file():
