@@ -95,7 +95,8 @@ def prediction_source(
 
 
 def _size_and_time(paths: Sequence[Path]) -> dict[str, list[int]]:
-    return {str(path): [path.stat().st_size, path.stat().st_mtime_ns] for path in paths}
+    stats = {str(path): path.stat() for path in paths}
+    return {path: [stat.st_size, stat.st_mtime_ns] for path, stat in stats.items()}
 
 
 def check_prediction_folder(folder: Path, test_set: TestSet, file_ending: str) -> None:
