@@ -94,14 +94,14 @@ def _splits(args: argparse.Namespace) -> int:
             sites = None
             splits = s.few_shot_splits(cases, args.few_shot, args.folds or s.NNUNET_FOLDS, args.seed)
             record = None
-        target, backups, changed = s.write_splits(preprocessed, splits, args.force, record)
+        written = s.write_splits(preprocessed, splits, args.force, record)
     except s.SplitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    for backup in backups:
+    for backup in written.backups:
         print(f"Kept the previous file as {backup}")
     results_root = os.environ.get("nnUNet_results")
-    replaced = any(backup.name.startswith(f"{Path(s.SPLITS_FILE).stem}.backup-") for backup in backups)
+    replaced = written.splits_backup is not None
     trained = s.trained_folds(Path(results_root), dataset) if replaced and results_root else []
     if trained:
         listed = ", ".join(str(fold.relative_to(Path(results_root))) for fold in trained[:6])
@@ -112,11 +112,11 @@ def _splits(args: argparse.Namespace) -> int:
             "away, before choosing anything on their validation.",
             file=sys.stderr,
         )
-    done = "Wrote" if changed else "Unchanged (it already holds this split):"
-    print(f"{done} {target} ({len(splits.folds)} folds of {len(cases)} training cases):")
+    done = "Wrote" if written.changed else "Unchanged (it already holds this split):"
+    print(f"{done} {written.file} ({len(splits.folds)} folds of {len(cases)} training cases):")
     for line in s.describe(splits, sites):
         print(f"  {line}")
     if splits.sites is not None:
-        print(f"Fold-to-site mapping: {target.with_name(s.SITES_FILE)}")
+        print(f"Fold-to-site mapping: {written.file.with_name(s.SITES_FILE)}")
     print(f"Train fold F with: nnUNetv2_train {dataset} 3d_fullres F -tr <trainer>")
     return 0

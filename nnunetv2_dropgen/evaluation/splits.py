@@ -228,14 +228,26 @@ def _read_json(path: Path) -> object:
         return None
 
 
-def write_splits(
-    folder: Path, splits: Splits, force: bool, record: Mapping | None = None
-) -> tuple[Path, list[Path], bool]:
+@dataclass(frozen=True)
+class WrittenSplits:
+    """What `write_splits` did: the file nnU-Net reads, whether it changed, and the backups of replaced files."""
+
+    file: Path
+    changed: bool
+    splits_backup: Path | None = None  # the previous splits_final.json: folds trained before used that split
+    sites_backup: Path | None = None  # the previous fold-to-site mapping, moved away
+
+    @property
+    def backups(self) -> list[Path]:
+        return [path for path in (self.splits_backup, self.sites_backup) if path is not None]
+
+
+def write_splits(folder: Path, splits: Splits, force: bool, record: Mapping | None = None) -> WrittenSplits:
     """Write splits_final.json (and, for sites, splits_sites.json) atomically.
 
-    Returns the file, the backups made and whether anything changed. Writing the split that is already
-    there changes nothing (so the same command can run twice); another existing split is never replaced
-    without `force`, and with it the old files are kept under a timestamped name first.
+    Writing the split that is already there changes nothing (so the same command can run twice); another
+    existing split is never replaced without `force`, and with it the old files are kept under a timestamped
+    name first.
     """
     target = folder / SPLITS_FILE
     sites_file = folder / SITES_FILE
@@ -243,22 +255,22 @@ def write_splits(
     if splits.sites is not None:
         sites = {"folds": {str(i): site for i, site in enumerate(splits.sites)}, **(record or {})}
     if _read_json(target) == splits.folds and _read_json(sites_file) == sites:
-        return target, [], False
+        return WrittenSplits(target, changed=False)
     if target.is_file() and not force:
         raise SplitsError(
             f"{target} already exists and holds another split; nnU-Net trains with it, so it is not replaced "
             "silently. Pass --force to replace it (the current file is kept as a timestamped backup beside it)."
         )
-    backups = []
+    splits_backup = sites_backup = None
     if target.is_file():  # copied, so nnU-Net's file is there until the new one replaces it in one rename
-        backups.append(Path(shutil.copy2(target, _backup_name(target))))
+        splits_backup = Path(shutil.copy2(target, _backup_name(target)))
     if sites_file.is_file():  # describes the old split only: moved away
-        backups.append(_backup_name(sites_file))
-        os.replace(sites_file, backups[-1])
+        sites_backup = _backup_name(sites_file)
+        os.replace(sites_file, sites_backup)
     write_json_atomic(target, splits.folds)
     if sites is not None:
         write_json_atomic(sites_file, sites)
-    return target, backups, True
+    return WrittenSplits(target, changed=True, splits_backup=splits_backup, sites_backup=sites_backup)
 
 
 def _backup_name(path: Path) -> Path:
