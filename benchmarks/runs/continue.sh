@@ -12,7 +12,8 @@
 #           seeds 1 and 2 (an arm beyond issue 14's list, so after everything the issues ask for).
 # Two runs sharing the --workdir never train one model twice (the benchmark locks each model; a lane that reaches
 # a model the other is training trains its others first, then waits). Each stage writes its report; a stopped
-# run continues where it stopped when this script is started again.
+# run continues where it stopped when this script is started again. Every epoch writes checkpoint_latest.pth
+# (--save-every 1; a few MB, well under a second), so runs/stop_at_checkpoints.sh stops within one epoch.
 # Usage: continue.sh [a|b] (default: both). W: the benchmark's --workdir; PY: a python with this package's
 # dependencies. Run it from a checkout (better: a git worktree of it, so that edits do not reach running code);
 # stop it at checkpoints with runs/stop_at_checkpoints.sh, and copy what it trained into runs/ with
@@ -25,7 +26,7 @@ LANES=${1:-ab}
 mkdir -p "$W/nnUNet_results"
 for results in benchmarks/runs/domain_shift_seed*/nnUNet_results/*; do cp -rn "$results" "$W/nnUNet_results/"; done
 export PYTHONPATH=. DROPGEN_BENCH_THREADS=1
-common="--workdir $W --schedule 80epochs --choose-p 0.75 --disable-tta --save-every 5 --parallel 1"
+common="--workdir $W --schedule 80epochs --choose-p 0.75 --disable-tta --save-every 1 --parallel 1"
 stage() {  # $1: report name; the rest: bench_domain_shift.py arguments
   local name=$1
   shift
