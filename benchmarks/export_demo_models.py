@@ -28,6 +28,7 @@ from nnunetv2_dropgen.demo.shipped import MANIFEST_FORMAT, load_manifest, shippe
 from nnunetv2_dropgen.network.dropgen_network import RECORD_KEY
 from nnunetv2_dropgen.synthetic import read_generation
 from nnunetv2_dropgen.trainers.schedule import schedule_from_token
+from nnunetv2_dropgen.weights import sha256_file
 from nnunetv2_dropgen.weights.files import write_json_atomically
 
 PLANS = "nnUNetPlansCPU"
@@ -83,6 +84,8 @@ def main() -> int:
                 "plans": PLANS,
                 "configuration": CONFIGURATION,
                 "weights_sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+                "plans_sha256": sha256_file(staging / f"{trainer}.plans.json"),
+                "dataset_sha256": sha256_file(staging / f"{trainer}.dataset.json"),
                 "iterations": checkpoint["current_epoch"] * per_epoch,
                 "train_minutes": round(training_seconds(log) / 60, 1),
                 "final_ema_pseudo_dice": round(float(log["ema_fg_dice"][-1]), 4),

@@ -93,12 +93,14 @@ def test_installing_again_rewrites_nothing_so_earlier_predictions_are_reused(tmp
     assert [p.stat().st_mtime_ns for p in files] == stamps
 
 
-def test_a_damaged_shipped_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ending", [".pth", ".plans.json", ".dataset.json"])
+def test_a_damaged_shipped_file_is_refused_before_anything_is_written(tmp_path: Path, ending: str) -> None:
+    """The plans and dataset files too: another normalization scheme or label list would load without error."""
     folder = tmp_path / "shipped_models"
     shutil.copytree(shipped_dir(), folder)
-    damaged = folder / f"{load_manifest(folder).models[-1].trainer}.pth"
+    damaged = folder / f"{load_manifest(folder).models[-1].trainer}{ending}"
     data = bytearray(damaged.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    data[len(data) // 2] ^= 0x01
     damaged.write_bytes(bytes(data))
     with pytest.raises(ShippedModelsError, match="damaged.*pip install --force-reinstall --no-deps") as caught:
         install_shipped_models(tmp_path / "results", folder)

@@ -33,7 +33,7 @@ from nnunetv2_dropgen.network.feature_record import FeaturePipelineMismatch, Fea
 from nnunetv2_dropgen.weights import EmbeddedWeights, packaged_path, sha256_file
 from nnunetv2_dropgen.weights.files import temporary_beside
 
-MANIFEST_FORMAT = "nnunetv2-dropgen-shipped-models/1"
+MANIFEST_FORMAT = "nnunetv2-dropgen-shipped-models/2"
 FOLD = "all"
 EXTRACTOR_PREFIX = "extractor."
 """Where DropGenNetwork keeps the frozen extractor in its state_dict (left out of the shipped files)."""
@@ -51,13 +51,17 @@ class ShippedModelsError(RuntimeError):
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """One shipped model: its name in the table, nnU-Net's trainer/plans/configuration, file checksum, training."""
+    """One shipped model: its name in the table, nnU-Net's trainer/plans/configuration, file checksums, training."""
 
     label: str
     trainer: str
     plans: str
     configuration: str
     weights_sha256: str
+    plans_sha256: str
+    dataset_sha256: str
+    """Of `<trainer>.plans.json` and `<trainer>.dataset.json`: a changed normalization or label list in them would
+    change the predictions without any load failing, so they are checked like the weights."""
     iterations: int
     train_minutes: float
     """Sum of its epochs' durations (nnU-Net's epoch timestamps), on the benchmark's 2-core CPU."""
@@ -177,12 +181,19 @@ def slim_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
 def _full_checkpoint(folder: Path, model: ShippedModel) -> dict[str, Any]:
     """The shipped checkpoint with its extractor's weights put back, every file it needs checked."""
     path = folder / f"{model.trainer}.pth"
-    for needed in (path, folder / f"{model.trainer}.plans.json", folder / f"{model.trainer}.dataset.json"):
+    expected = {
+        path: model.weights_sha256,
+        folder / f"{model.trainer}.plans.json": model.plans_sha256,
+        folder / f"{model.trainer}.dataset.json": model.dataset_sha256,
+    }
+    for needed in expected:
         if not needed.is_file():
             raise ShippedModelsError(_damaged(needed))
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != model.weights_sha256:
-        raise ShippedModelsError(_damaged(path, "damaged: its sha256 is not the one manifest.json records"))
+    contents = {needed: needed.read_bytes() for needed in expected}
+    for needed, sha256 in expected.items():
+        if hashlib.sha256(contents[needed]).hexdigest() != sha256:
+            raise ShippedModelsError(_damaged(needed, "damaged: its sha256 is not the one manifest.json records"))
+    data = contents[path]
     checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     state = checkpoint["network_weights"].get(RECORD_KEY)
     if (state is None) != (model.extractor is None):
