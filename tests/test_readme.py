@@ -130,3 +130,40 @@ def test_readme_extractor_model_trains_and_evaluate_runs_to_the_end(tmp_path: Pa
         done = subprocess.run([str(bin_dir / command[0]), *command[1:]], env=env, capture_output=True, text=True)
         assert done.returncode == 0, f"{command[0]}:\n{(done.stdout + done.stderr)[-3000:]}"
     assert "| Ts " in done.stdout and (tmp_path / "evaluation" / "dice.json").is_file()
+
+
+def readme_commands() -> list[str]:
+    """Every `nnunetv2_dropgen ...` command the README gives: lines of its bash blocks (continuations joined,
+    comments cut) and inline code spans."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("nnunetv2_dropgen "):
+                commands.append(line)
+    inline = re.findall(r"`(nnunetv2_dropgen [^`]+)`", text)
+    return commands + [c for c in inline if len(c.split()) > 2]  # `nnunetv2_dropgen evaluate` names a command
+
+
+def test_every_readme_command_parses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A flag renamed or made required in the code but not in the README fails here (argument parsing only,
+    with nnU-Net's folders set, as the README has users set them first)."""
+    import shlex
+
+    from nnunetv2_dropgen.cli.main import build_parser
+
+    for variable in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(variable, str(tmp_path / variable))
+    commands = readme_commands()
+    assert any("make-synthetic" in c for c in commands) and any(" splits " in c for c in commands)
+    failures = []
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        if "--help" in argv:
+            continue
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            failures.append(command)
+    assert not failures, f"README commands that nnunetv2_dropgen's parser rejects: {failures}"
