@@ -56,6 +56,18 @@ def test_bn_batch_uses_the_batch_statistics_and_never_moves_the_buffers() -> Non
     assert torch.allclose(default.compute_features(x)[:1], default.compute_features(x[:1]), atol=1e-4)
 
 
+def test_bn_batch_survives_nnunets_multi_gpu_conversion_to_sync_batchnorm() -> None:
+    """nnU-Net's DDP training converts every _BatchNorm of the network into a SyncBatchNorm, which in the frozen
+    extractor's eval mode would use the running statistics: bnBatch's layers must come through unchanged."""
+    net = network("bnBatch")
+    x = torch.rand(2, 1, 32, 32, 32)
+    before = net.compute_features(x)
+    converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in converted.extractor.modules())
+    assert torch.equal(converted.compute_features(x), before)
+    assert converted.state_dict().keys() == network("bnBatch").state_dict().keys() == network().state_dict().keys()
+
+
 def test_bn_batch_is_refused_for_an_extractor_without_batchnorm() -> None:
     """anatomix-dev normalizes with InstanceNorm: bnBatch would be the default model under another name. A new
     training is refused; a network built so (to predict with a model trained before) still builds."""

@@ -25,26 +25,43 @@ OPTIONS = ("bnBatch", "volumeScaling", "unitImage", "voxelNorm")
 """In the order they appear in trainer names."""
 
 
-class BatchStatisticsBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm that always normalizes with the current batch's statistics and never updates its buffers.
+class BatchStatisticsNorm(nn.Module):
+    """A BatchNorm layer's replacement that always normalizes with the current batch's statistics and never
+    updates its buffers.
 
-    Same parameters and buffers as the BatchNorm it replaces (weights load strictly, checkpoints keep their keys).
+    It takes over the layer's own parameters and buffers under the same names (weights load strictly,
+    checkpoints keep their keys). It is deliberately not a `_BatchNorm`: nnU-Net's multi-GPU training converts
+    every `_BatchNorm` of the network into a `SyncBatchNorm` (`convert_sync_batchnorm`), which in the frozen
+    extractor's eval mode would normalize with the running statistics again, silently. Under DDP each process
+    normalizes with its own part of the batch.
     """
+
+    def __init__(self, norm: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self.kind, self.num_features, self.eps = type(norm).__name__, norm.num_features, norm.eps
+        self.register_parameter("weight", norm.weight)
+        self.register_parameter("bias", norm.bias)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, getattr(norm, name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
+    def extra_repr(self) -> str:
+        return f"{self.kind}({self.num_features}, eps={self.eps}), batch statistics"
+
 
 def use_batch_statistics(module: nn.Module) -> int:
-    """Turn every BatchNorm in `module` into a BatchStatisticsBatchNorm in place; returns how many there were."""
-    count = 0
-    for child in module.modules():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm):
-            child.__class__ = type(
-                f"BatchStatistics{type(child).__name__}", (BatchStatisticsBatchNorm, type(child)), {}
-            )
-            count += 1
-    return count
+    """Replace every BatchNorm inside `module` by a BatchStatisticsNorm in place; returns how many there were."""
+    found = [
+        (parent, name, child)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.modules.batchnorm._BatchNorm)
+    ]
+    for parent, name, child in found:
+        setattr(parent, name, BatchStatisticsNorm(child))
+    return len(found)
 
 
 def check_options(options: tuple[str, ...]) -> tuple[str, ...]:
