@@ -154,7 +154,10 @@ class DropGenNetwork(nn.Module):
 
     @torch.no_grad()
     def compute_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Frozen-extractor features per image channel, normalized in float32: (B, C*F, *spatial)."""
+        """Frozen-extractor features per image channel, normalized in float32: (B, C*F, *spatial).
+
+        Scaling and normalization run in float32; the extractor itself runs under the caller's autocast (nnU-Net's
+        float16 on CUDA, where the DropGen authors use bfloat16; float32 on CPU)."""
         batch, channels, *spatial = images.shape
         unit = self._extractor_input(images)
         with torch.autocast(images.device.type, enabled=False):
