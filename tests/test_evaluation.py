@@ -213,6 +213,20 @@ def test_test_set_names_must_be_usable_as_folder_names(
     assert "Two test sets are called 'a'" in error_of(capsys)
 
 
+def test_a_model_with_ct_statistics_is_named_before_anything_runs(fake: dict[str, Path]) -> None:
+    """nnUNetv2_predict clips an MR image to the CT training set's range without a word: evaluate says so."""
+    request = EvaluationRequest(dataset=FAST_ID, models=[ModelSpec("nnUNetTrainer")], out=fake["out"])
+    notes: list[str] = []
+    evaluate_module._plan(request, notes)
+    assert not any("CTNormalization" in note for note in notes)
+    plans = make_plans()
+    plans["configurations"]["3d_fullres"]["normalization_schemes"] = ["CTNormalization"]
+    (fake["model"] / "plans.json").write_text(json.dumps(plans))
+    evaluate_module._plan(request, notes)
+    assert any("normalizes image channel(s) 0 with nnU-Net's CTNormalization" in note for note in notes), notes
+    assert any("nnunetv2_dropgen plans --per-image-normalization" in note for note in notes)
+
+
 def test_a_trainer_nnunet_cannot_find_is_reported_before_predicting(
     fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from _plans import make_plans
 from _tiny_dataset import write_tiny_dataset
 
 from nnunetv2_dropgen.cli import plans_command
 from nnunetv2_dropgen.ext_trainers import trainer_dir
 from nnunetv2_dropgen.plans import PlansError, PlansVariant, derive_plans, read_plans
+from nnunetv2_dropgen.trainers.dropgen import ct_normalization_warning
 
 CT_DATASET = 981
 
@@ -85,6 +87,57 @@ def test_cpu_plans_narrow_every_stage_and_share_the_data(nnunet) -> None:
         derive_plans(source, "Same", PlansVariant())
 
 
+def ct_plans() -> dict:
+    """Unit plans (2d, 3d_fullres, 3d_lowres, a cascade) whose one channel nnU-Net normalizes as CT, plus a
+    custom configuration as nnU-Net documents them: it inherits 3d_fullres and has data of its own."""
+    plans = make_plans()
+    for config in plans["configurations"].values():
+        if "normalization_schemes" in config:
+            config["normalization_schemes"] = ["CTNormalization"]
+    plans["configurations"]["3d_fullres_sp1"] = {
+        "inherits_from": "3d_fullres",
+        "data_identifier": "nnUNetPlans_3d_fullres_sp1",
+        "spacing": [0.5, 0.5, 0.5],
+    }
+    return plans
+
+
+def test_every_configuration_normalized_otherwise_gets_data_of_its_own() -> None:
+    """A custom configuration inherits its normalization: keeping its old data identifier would train it on
+    arrays normalized with the CT statistics. The cascade reads 3d_fullres's data, normalized as it is."""
+    derived = derive_plans(ct_plans(), "Per", PlansVariant(per_image_normalization=True))
+    identifiers = {name: config.get("data_identifier") for name, config in derived["configurations"].items()}
+    assert identifiers == {
+        "2d": "Per_2d",
+        "3d_fullres": "Per_3d_fullres",
+        "3d_lowres": "Per_3d_lowres",
+        "3d_cascade_fullres": None,
+        "3d_fullres_sp1": "Per_3d_fullres_sp1",
+    }
+
+
+def test_per_image_normalization_of_plans_without_ct_statistics_is_refused() -> None:
+    """It would write a copy that changes nothing, under a name that says it fixed something."""
+    with pytest.raises(PlansError, match="already normalize each image on its own.*drop it"):
+        derive_plans(make_plans(), "Per", PlansVariant(per_image_normalization=True))
+    with pytest.raises(PlansError, match="would change nothing"):
+        derive_plans(make_plans(), "PerCPU", PlansVariant(per_image_normalization=True, first_stage_features=8))
+
+
+def test_the_ct_warning_names_commands_that_run_for_the_configuration_trained() -> None:
+    """nnUNetv2_preprocess takes dataset ids only; a cascade needs 3d_lowres's data and model first."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    manager = PlansManager(ct_plans())
+    fullres = ct_normalization_warning(manager, "3d_fullres", "DropGenTrainer")
+    assert "nnunetv2_dropgen plans -d 999 --per-image-normalization -p nnUNetPlans;" in fullres
+    assert "nnUNetv2_preprocess -d 999 -plans_name nnUNetPlansPerImageNorm -c 3d_fullres;" in fullres
+    assert "nnUNetv2_train 999 3d_fullres FOLD -tr DropGenTrainer -p nnUNetPlansPerImageNorm." in fullres
+    cascade = ct_normalization_warning(manager, "3d_cascade_fullres", "DropGenTrainer")
+    assert "-c 3d_fullres 3d_lowres; train 3d_lowres with -p nnUNetPlansPerImageNorm first" in cascade
+    assert ct_normalization_warning(PlansManager(make_plans()), "3d_fullres", "DropGenTrainer") is None
+
+
 def _preprocess_mr_like(nnunet, plans_name: str, tmp_path: Path) -> np.ndarray:
     """nnU-Net's own preprocessing of an MR-like image (positive, another scale, other contrast order)."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
@@ -119,7 +172,7 @@ def test_the_command_says_what_to_run_next_and_refuses_to_overwrite(nnunet, monk
     out = capsys.readouterr().out
     written = nnunet["planned"] / "nnUNetPlansPerImageNormCPU.json"
     assert f"Wrote {written}" in out
-    assert f"nnUNetv2_preprocess -d {nnunet['dataset'].name} -plans_name nnUNetPlansPerImageNormCPU -c " in out
+    assert f"nnUNetv2_preprocess -d {CT_DATASET} -plans_name nnUNetPlansPerImageNormCPU -c " in out, "ids only"
     assert "-p nnUNetPlansPerImageNormCPU" in out
     plans = json.loads(written.read_text())
     plans["configurations"]["3d_fullres"]["batch_size"] = 99  # a user's edit

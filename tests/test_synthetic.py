@@ -405,6 +405,31 @@ def test_cli_out_defaults_to_nnunet_raw(tmp_path: Path, monkeypatch: pytest.Monk
         _parser().parse_args(["make-synthetic"])
 
 
+def test_cli_names_per_image_plans_for_cross_modality_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Following only nnU-Net's planning would train with CTNormalization and saturate the MR test domains."""
+    base = [
+        "make-synthetic",
+        "--out",
+        str(tmp_path),
+        "--num-train",
+        "1",
+        "--num-test",
+        "0",
+        "--shape",
+        "16",
+        "16",
+        "16",
+    ]
+    args = _parser().parse_args([*base, "--dataset-id", "7", "--cross-modality"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "nnunetv2_dropgen plans -d 7 --per-image-normalization" in out
+    assert "nnUNetv2_train 7 3d_fullres FOLD -tr DropGenTrainer -p nnUNetPlansPerImageNorm" in out
+    args = _parser().parse_args([*base, "--dataset-id", "8"])
+    assert args.func(args) == 0
+    assert "--per-image-normalization" not in capsys.readouterr().out, "CT statistics are right for CT test images"
+
+
 def test_cli_reports_refused_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = [
         "make-synthetic",

@@ -41,7 +41,7 @@ def _fail(message: str) -> int:
 
 
 def _plans(args: argparse.Namespace) -> int:
-    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id, maybe_convert_to_dataset_name
 
     from nnunetv2_dropgen.plans import (
         CPU_FIRST_STAGE_FEATURES,
@@ -49,7 +49,6 @@ def _plans(args: argparse.Namespace) -> int:
         PlansVariant,
         derive_plans,
         read_plans,
-        resolved_configuration,
         write_plans,
     )
 
@@ -85,22 +84,21 @@ def _plans(args: argparse.Namespace) -> int:
         return _fail(f"{target} exists and differs from what would be written; pass --force to replace it.")
     write_plans(folder, derived)
     print(f"Wrote {target} (from {args.source}).")
-    # configurations that inherit (the cascade) use their parent's preprocessed data
-    configurations = [
-        c for c, config in derived["configurations"].items() if c.startswith("3d") and "inherits_from" not in config
-    ]
+    dataset_id = convert_dataset_name_to_id(dataset)  # nnUNetv2_preprocess takes ids only
+    # configurations with data of their own (the cascade reads its parent's); DropGen trains 3D ones only
     renewed = [
         c
-        for c in configurations
-        if resolved_configuration(derived, c).get("data_identifier")
-        != resolved_configuration(source, c).get("data_identifier")
+        for c, config in derived["configurations"].items()
+        if c.startswith("3d")
+        and "data_identifier" in config
+        and config["data_identifier"] != source["configurations"][c].get("data_identifier")
     ]
     if renewed:
         print("Its normalization differs, so preprocess the data for it (nnU-Net keeps them apart):")
-        print(f"  nnUNetv2_preprocess -d {dataset} -plans_name {name} -c {' '.join(renewed)}")
+        print(f"  nnUNetv2_preprocess -d {dataset_id} -plans_name {name} -c {' '.join(renewed)}")
     print("Then train and predict with -p:")
-    print(f"  nnUNetv2_train {dataset} 3d_fullres FOLD -tr DropGenTrainer -p {name}")
-    print(f"  nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset} -c 3d_fullres -tr DropGenTrainer -p {name}")
+    print(f"  nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr DropGenTrainer -p {name}")
+    print(f"  nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset_id} -c 3d_fullres -tr DropGenTrainer -p {name}")
     return 0
 
 
@@ -119,7 +117,7 @@ def _data_identifier_clash(folder: Path, target: Path, derived: dict) -> str | N
         if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
             continue
         for name, config in derived["configurations"].items():
-            if name not in plans["configurations"] or "inherits_from" in config:
+            if name not in plans["configurations"] or "data_identifier" not in config:
                 continue
             try:
                 mine, theirs = resolved_configuration(derived, name), resolved_configuration(plans, name)

@@ -94,5 +94,14 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     for name in description["domains"]:
         print(f"  imagesTs_{name}/labelsTs_{name}: {parameters['num_test_per_domain']} cases")
     print(f"  domain parameters: {folder / DOMAINS_FILE}")
-    print(f"Next: nnUNetv2_plan_and_preprocess -d {parameters['dataset_id']} --verify_dataset_integrity")
+    dataset_id = parameters["dataset_id"]
+    print(f"Next: nnUNetv2_plan_and_preprocess -d {dataset_id} --verify_dataset_integrity")
+    if args.cross_modality:
+        print(
+            "  The channel is named CT, so nnU-Net plans CTNormalization (the CT training set's statistics), which "
+            "saturates the MR test images; for them, train with per-image normalization plans:\n"
+            f"  nnunetv2_dropgen plans -d {dataset_id} --per-image-normalization\n"
+            f"  nnUNetv2_preprocess -d {dataset_id} -plans_name nnUNetPlansPerImageNorm -c 3d_fullres\n"
+            f"  nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr DropGenTrainer -p nnUNetPlansPerImageNorm"
+        )
     return 0

@@ -164,6 +164,9 @@ def _plan(request: EvaluationRequest, notes: list[str]) -> _Plan:
         check_trainer_found(model)
         folds = ", ".join(str(f) for f in model.folds)
         notes.append(f"{model.label}: {model.folder.name}, fold(s) {folds} ({model.spec.checkpoint})")
+        ct_note = _ct_statistics_note(model)
+        if ct_note:
+            notes.append(ct_note)
     dataset_json = _dataset_json(models)
     label_manager = PlansManager(str(models[0].folder / "plans.json")).get_label_manager(dataset_json)
     file_ending = dataset_json["file_ending"]
@@ -200,6 +203,23 @@ def _plan(request: EvaluationRequest, notes: list[str]) -> _Plan:
             check_prediction_folder(prediction_folder(out, model, test_set), test_set, file_ending)
     baseline = _baseline(models, request.baseline)
     return _Plan(dataset, models, checked, baseline, out, dataset_json, label_manager, reader, notes, previous_stages)
+
+
+def _ct_statistics_note(model: TrainedModel) -> str | None:
+    """A sentence when the model normalizes a channel with its training set's CT statistics (nnU-Net's
+    CTNormalization): test images of another modality are then saturated before the model sees them."""
+    from nnunetv2_dropgen.plans import ct_channels  # here: the plans package imports from this one
+
+    plans = json.loads((model.folder / "plans.json").read_text())
+    channels = ct_channels(plans, model.spec.configuration)
+    if not channels:
+        return None
+    return (
+        f"{model.label} normalizes image channel(s) {', '.join(map(str, channels))} with nnU-Net's CTNormalization "
+        "(its CT training set's statistics): test images of another modality (MR) are saturated before it sees "
+        "them. For those, train with per-image normalization plans (nnunetv2_dropgen plans "
+        "--per-image-normalization; README: 'Train on CT, segment MR')."
+    )
 
 
 def _previous_stages(

@@ -70,6 +70,25 @@ def ct_channels(plans: dict[str, Any], configuration: str) -> list[int]:
     return [i for i, scheme in enumerate(config.get("normalization_schemes", [])) if scheme == CT_NORMALIZATION]
 
 
+def preprocessed_as(plans: dict[str, Any], configuration: str) -> str:
+    """The configuration whose preprocessed data `configuration` reads: itself when it names its own data
+    identifier, else the configuration it inherits from (nnU-Net's cascade reads 3d_fullres's data)."""
+    configurations = plans["configurations"]
+    while "data_identifier" not in configurations[configuration]:
+        configuration = configurations[configuration]["inherits_from"]
+    return configuration
+
+
+def configurations_to_preprocess(plans: dict[str, Any], configuration: str) -> list[str]:
+    """Every configuration whose preprocessed data training `configuration` needs: its own data and, for a
+    cascade, those of its previous stages (which must be trained first)."""
+    needed = []
+    while configuration is not None:
+        needed.append(preprocessed_as(plans, configuration))
+        configuration = resolved_configuration(plans, configuration).get("previous_stage")
+    return list(dict.fromkeys(needed))
+
+
 def resolved_configuration(plans: dict[str, Any], configuration: str) -> dict[str, Any]:
     """A configuration with what it inherits filled in (as nnU-Net's PlansManager resolves it)."""
     configurations = plans["configurations"]
@@ -94,17 +113,40 @@ def derive_plans(plans: dict[str, Any], name: str, variant: PlansVariant) -> dic
         )
     derived = copy.deepcopy(plans)
     derived["plans_name"] = name
-    for configuration_name, config in derived["configurations"].items():
+    for config in derived["configurations"].values():
         if variant.per_image_normalization and "normalization_schemes" in config:
-            schemes = config["normalization_schemes"]
-            if CT_NORMALIZATION in schemes:
-                config["normalization_schemes"] = [
-                    PER_IMAGE_NORMALIZATION if s == CT_NORMALIZATION else s for s in schemes
-                ]
-                config["data_identifier"] = f"{name}_{configuration_name}"
+            config["normalization_schemes"] = [
+                PER_IMAGE_NORMALIZATION if s == CT_NORMALIZATION else s for s in config["normalization_schemes"]
+            ]
         if variant.first_stage_features is not None:
             _narrow(config, variant.first_stage_features)
-    return derived  # configurations that inherit (the cascade) follow their parent's data identifier
+    if variant.per_image_normalization:
+        _separate_renormalized_data(plans, derived, name)
+    return derived
+
+
+def _separate_renormalized_data(source: dict[str, Any], derived: dict[str, Any], name: str) -> None:
+    """Give a data identifier of its own (`<name>_<configuration>`) to every configuration whose arrays would now
+    be normalized otherwise, so nnU-Net preprocesses them anew instead of reusing the source's. A configuration
+    that inherits its normalization (a custom one with a data identifier of its own) counts as well; one that
+    reads another's data (the cascade) keeps doing so when that data is normalized as it is."""
+
+    def schemes(plans: dict[str, Any], configuration: str) -> list[str]:
+        return resolved_configuration(plans, configuration).get("normalization_schemes", [])
+
+    configurations = derived["configurations"]
+    changed = [c for c in configurations if schemes(derived, c) != schemes(source, c)]
+    if not changed:
+        raise PlansError(
+            f"no configuration of plans {source.get('plans_name')!r} uses {CT_NORMALIZATION}: they already "
+            "normalize each image on its own, so --per-image-normalization would change nothing; drop it."
+        )
+    for configuration in changed:
+        if "data_identifier" in configurations[configuration]:
+            configurations[configuration]["data_identifier"] = f"{name}_{configuration}"
+    for configuration in changed:
+        if schemes(derived, configuration) != schemes(derived, preprocessed_as(derived, configuration)):
+            configurations[configuration]["data_identifier"] = f"{name}_{configuration}"
 
 
 def _narrow(config: dict[str, Any], first: int) -> None:

@@ -23,7 +23,7 @@ from torch import nn
 from nnunetv2_dropgen import __version__
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, load_extractor_weights
-from nnunetv2_dropgen.plans import ct_channels
+from nnunetv2_dropgen.plans import configurations_to_preprocess, ct_channels, preprocessed_as
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
 from nnunetv2_dropgen.trainers.pretrained_weights import unwrapped
 from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
@@ -218,28 +218,32 @@ class DropGen:
         ]
         for line in lines:
             self.print_to_log_file(line)
-        self._warn(ct_normalization_warning(self.plans_manager, self.configuration_name))
+        self._warn(ct_normalization_warning(self.plans_manager, self.configuration_name, type(self).__name__))
 
 
-def ct_normalization_warning(plans_manager: PlansManager, configuration: str) -> str | None:
+def ct_normalization_warning(plans_manager: PlansManager, configuration: str, trainer_name: str) -> str | None:
     """A sentence when the plans normalize an image channel with the training set's CT statistics, else None.
 
     nnU-Net's CTNormalization clips every image, test images of any modality included, to the training set's
     foreground percentiles and z-scores it with the training set's statistics: right for CT test images, but
     it saturates an MR image before the extractor sees it. Per-image normalization plans fix that.
     """
-    channels = ct_channels(plans_manager.plans, configuration)
+    plans = plans_manager.plans
+    channels = ct_channels(plans, configuration)
     if not channels:
         return None
-    dataset = plans_manager.dataset_name
+    dataset_id = convert_dataset_name_to_id(plans_manager.dataset_name)
     name = f"{plans_manager.plans_name}PerImageNorm"
+    needed = configurations_to_preprocess(plans, configuration)
+    previous = [c for c in needed if c != preprocessed_as(plans, configuration)]
+    first = f"; train {' and '.join(previous)} with -p {name} first (the cascade's previous stage)" if previous else ""
     return (
         f"image channel(s) {', '.join(map(str, channels))} use nnU-Net's CTNormalization, which clips and scales every "
         "image with this training set's CT statistics: CT test images are fine, but an image of another modality "
         "(MR) is saturated before DropGen's extractor sees it. To segment other modalities, derive per-image "
-        f"normalization plans and train with them: nnunetv2_dropgen plans -d {dataset} --per-image-normalization -p "
-        f"{plans_manager.plans_name}; nnUNetv2_preprocess -d {dataset} -plans_name {name} -c {configuration}; "
-        f"nnUNetv2_train ... -p {name}."
+        f"normalization plans and train with them: nnunetv2_dropgen plans -d {dataset_id} --per-image-normalization "
+        f"-p {plans_manager.plans_name}; nnUNetv2_preprocess -d {dataset_id} -plans_name {name} -c {' '.join(needed)}"
+        f"{first}; nnUNetv2_train {dataset_id} {configuration} FOLD -tr {trainer_name} -p {name}."
     )
 
 
@@ -251,15 +255,11 @@ def missing_preprocessed_data_error(folder: Path, plans_manager: PlansManager, c
     """
     if folder.is_dir() and any(f.is_file() for f in folder.iterdir()):
         return None
-    configurations = plans_manager.plans["configurations"]
-    preprocessed_as = configuration  # a cascade's fullres stage inherits its parent's preprocessed data
-    while "data_identifier" not in configurations[preprocessed_as]:
-        preprocessed_as = configurations[preprocessed_as]["inherits_from"]
     dataset_id = convert_dataset_name_to_id(plans_manager.dataset_name)
     return (
         f"there are no preprocessed data for plans {plans_manager.plans_name!r}, configuration {configuration!r} "
         f"(nnU-Net reads them from {folder}); preprocess them first: nnUNetv2_preprocess -d {dataset_id} "
-        f"-plans_name {plans_manager.plans_name} -c {preprocessed_as}"
+        f"-plans_name {plans_manager.plans_name} -c {preprocessed_as(plans_manager.plans, configuration)}"
     )
 
 
