@@ -535,6 +535,25 @@ def test_an_unknown_record_format_is_refused():
         DropGenNetwork(spec, tiny_backbone(4)).load_state_dict(state)
 
 
+def test_an_ensemble_of_folds_started_from_other_extractor_weights_is_named_at_prediction() -> None:
+    """nnU-Net's predictor loads every fold's checkpoint into one network: folds trained side by side, one of
+    them without DROPGEN_WEIGHTS_<NAME>, were never compared while training."""
+    import warnings
+
+    states = []
+    for sha in ("a" * 64, "b" * 64):
+        net = _repeat_net()
+        net.record = net.record.with_weights(sha, "a file")
+        states.append(net.state_dict())
+    predictor_network = _repeat_net()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):  # one fold, loaded for every case
+            predictor_network.load_state_dict(states[0])
+    with pytest.warns(UserWarning, match=f"different test-repeat weights \\(sha256 {'a' * 64} and {'b' * 64}\\)"):
+        predictor_network.load_state_dict(states[1])
+
+
 def test_a_fold_started_from_other_extractor_weights_than_its_siblings_is_named(tmp_path) -> None:
     """Folds of one model are ensembled; DROPGEN_WEIGHTS_<NAME> is not in the trainer name, so a fold trained
     without it (or with another file) must be said, from the sha256 each checkpoint records."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -329,6 +330,34 @@ def test_a_users_trainer_gets_dropgen_with_its_own_network_and_optimizer(tmp_pat
     assert {id(p) for p in network.backbone.parameters()} <= optimized
     trainer.on_train_epoch_start()
     assert network.backbone.training and not network.extractor.training
+
+
+def test_nnunets_warmup_trainer_as_base_gets_its_stages_without_the_extractor(tmp_path, monkeypatch) -> None:
+    """nnUNetTrainer_warmup calls configure_optimizers(stage) at epoch 0 and at the end of its warm-up."""
+    warmup = trainers.build_trainer_class("nnUNetTrainer_warmup_DropGen_minimix")
+    trainer = _initialized(warmup, tmp_path, monkeypatch)
+    extractor = {id(p) for p in trainer.dropgen_network.extractor.parameters()}
+    for stage in ("warmup_all", "train"):
+        optimizer, _ = trainer.configure_optimizers(stage)
+        assert trainer.training_stage == stage
+        assert not extractor & {id(p) for group in optimizer.param_groups for p in group["params"]}
+
+
+def test_a_fold_that_ends_beside_siblings_from_other_extractor_weights_says_so(tmp_path, monkeypatch) -> None:
+    """Folds started side by side (one per GPU) have no sibling checkpoint to compare with when they start."""
+    trainer = _initialized(_UserDropGen, tmp_path, monkeypatch)
+    network = trainer.dropgen_network
+    network.record = network.record.with_weights("a" * 64, "the embedded file")
+    sibling = Path(trainer.output_folder).parent / "fold_1"
+    sibling.mkdir(parents=True)
+    other = build(_UserDropGen, deep_supervision=False)
+    other.record = other.record.with_weights("b" * 64, "environment (DROPGEN_WEIGHTS_MINIMIX)")
+    torch.save({"network_weights": other.state_dict()}, sibling / "checkpoint_latest.pth")
+    with pytest.warns(UserWarning, match="differ from those other folds of this model started from"):
+        trainer.on_train_end()
+    assert (Path(trainer.output_folder) / "checkpoint_final.pth").is_file()
+    log = next(Path(trainer.output_folder).glob("training_log_*.txt")).read_text()
+    assert f"fold_1: sha256 {'b' * 64}" in log
 
 
 def test_a_base_that_ignores_the_input_channels_is_refused_with_a_sentence() -> None:

@@ -6,6 +6,7 @@ on are exactly the features it sees at prediction time.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from nnunetv2_dropgen.feature_extractors import ExtractorSpec
 from nnunetv2_dropgen.feature_extractors.preprocessing import VoxelwiseNormalization
 from nnunetv2_dropgen.network.feature_record import FeatureRecord
 from nnunetv2_dropgen.network.options import check_options, use_batch_statistics
+from nnunetv2_dropgen.weights import env_var_for
 
 RECORD_KEY = "_extra_state"
 """Where nn.Module puts `DropGenNetwork.get_extra_state()` (the feature record) in the state_dict."""
@@ -93,6 +95,8 @@ class DropGenNetwork(nn.Module):
         self.volume_range = None
         self.record = FeatureRecord.of(spec, self.normalization.identifier, self.options)
         self.pretrained_from = None
+        self._loaded_weights_sha256: str | None = None
+        """Of the extractor weights the last checkpoint loaded into this network started from."""
         self._register_load_state_dict_pre_hook(self._accept_unrecorded_checkpoint)
 
     @staticmethod
@@ -177,6 +181,18 @@ class DropGenNetwork(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         saved = FeatureRecord.from_state(state)
         saved.check_matches(self.record)
+        loaded = self._loaded_weights_sha256
+        self._loaded_weights_sha256 = saved.weights_sha256 or loaded
+        if loaded and saved.weights_sha256 and saved.weights_sha256 != loaded:
+            # nnU-Net's predictor loads each fold's checkpoint into one network: this is an ensemble of folds
+            first, second = sorted((loaded, saved.weights_sha256))
+            warnings.warn(
+                f"DropGen: the checkpoints loaded into this network (the folds of an ensemble) started from "
+                f"different {self.spec.name} weights (sha256 {first} and {second}): the ensemble mixes networks "
+                "trained on different features. Predict with the folds of one weights file (-f), or train the "
+                f"others again with the same {env_var_for(self.spec.name)}.",
+                stacklevel=2,
+            )
         self.record = self.record.with_weights(saved.weights_sha256, saved.weights_origin)
 
     def _accept_unrecorded_checkpoint(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from nnunetv2.utilities.dataset_name_id_conversion import convert_dataset_name_to_id
@@ -130,9 +131,11 @@ class DropGen:
         """The DropGenNetwork inside whatever DDP / torch.compile wrappers nnU-Net put around it."""
         return unwrapped(self.network)
 
-    def configure_optimizers(self) -> tuple[torch.optim.Optimizer, object]:
-        """The base's optimizer and schedule, with the frozen extractor taken out of every parameter group."""
-        optimizer, scheduler = super().configure_optimizers()
+    def configure_optimizers(self, *args: Any, **kwargs: Any) -> tuple[torch.optim.Optimizer, object]:
+        """The base's optimizer and schedule, with the frozen extractor taken out of every parameter group.
+
+        Arguments go to the base's (nnUNetTrainer_warmup's takes a stage)."""
+        optimizer, scheduler = super().configure_optimizers(*args, **kwargs)
         extractor = self.dropgen_network.extractor
         if any(p.requires_grad for p in extractor.parameters()):
             raise TrainerConflict(
@@ -172,6 +175,12 @@ class DropGen:
         if not self._extractor_weights_from_checkpoint:
             self._warn(unread_weights_variables_warning(network))
         super().on_train_start()
+
+    def on_train_end(self) -> None:
+        """Folds started side by side (one per GPU) had no sibling checkpoint to compare with at their start."""
+        super().on_train_end()
+        network = self.dropgen_network
+        self._warn(mixed_weights_warning(Path(self.output_folder), network.record, env_var_for(network.spec.name)))
 
     def _warn(self, sentence: str | None) -> None:
         """Put `sentence` in the training log and raise it as a Python warning (None: nothing to say)."""
