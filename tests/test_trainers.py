@@ -360,6 +360,23 @@ def test_a_fold_that_ends_beside_siblings_from_other_extractor_weights_says_so(t
     assert f"fold_1: sha256 {'b' * 64}" in log
 
 
+def test_demo_schedules_skip_the_final_validation_and_say_what_a_numbered_fold_loses(tmp_path, monkeypatch) -> None:
+    """--val and the end of training write no validation/ folder under them: loud on a cross-validation fold."""
+    trainer = _initialized(trainers.DropGenTrainer_minimix_demoTiny, tmp_path, monkeypatch)
+    trainer.perform_actual_validation()
+    log = next(Path(trainer.output_folder).glob("training_log_*.txt")).read_text()
+    assert "WARNING: fold 0 gets no validation/ folder" in log and "_250epochs" in log
+    assert not (Path(trainer.output_folder) / "validation").exists()
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "all"))
+    plans = make_plans() | {"continue_training": False}
+    on_all = trainers.DropGenTrainer_minimix_demoTiny(
+        plans, "3d_fullres", "all", make_dataset_json(), torch.device("cpu")
+    )
+    on_all.perform_actual_validation()
+    log = next(Path(on_all.output_folder).glob("training_log_*.txt")).read_text()
+    assert "Schedule without final validation" in log and "WARNING" not in log
+
+
 def test_a_base_that_ignores_the_input_channels_is_refused_with_a_sentence() -> None:
     class Fixed(trainers.DropGen, _FixedInput):
         extractor_name = "minimix"

@@ -71,5 +71,11 @@ class ScheduledTrainer:
     def perform_actual_validation(self, save_probabilities: bool = False) -> None:
         if not self.schedule.final_validation:
             self.print_to_log_file("Schedule without final validation: models are scored on held-out test sets.")
+            if self.fold != "all":
+                self.print_to_log_file(
+                    f"WARNING: fold {self.fold} gets no validation/ folder, so nnUNetv2_find_best_configuration, "
+                    "ensembling and the cascade's next stage cannot use it; for cross-validation train with an "
+                    "<N>epochs schedule (e.g. _250epochs)."
+                )
             return
         super().perform_actual_validation(save_probabilities)
