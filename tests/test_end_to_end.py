@@ -43,6 +43,7 @@ def test_training_loads_the_embedded_weights_and_logs_the_dropgen_settings(train
     assert f"DropGen: extractor weights: minimix weights {packaged_path(EMBEDDED)} (package;" in log
     assert f"sha256 {EMBEDDED.sha256}" in log
     assert "UNVERIFIED" not in log
+    assert "DropGen: NOTE: extractor minimix is superseded by minimix2" in log, "dropping the 2 is not silent"
     assert "DropGen: channel dropout p=0.75 on image and feature channels, training only" in log
     assert "DropGen: backbone input = 1 image + 16 feature + 0 extra (cascade) channels = 17" in log
     checkpoint = torch.load(trained / "checkpoint_final.pth", map_location="cpu", weights_only=False)

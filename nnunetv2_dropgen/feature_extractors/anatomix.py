@@ -151,9 +151,12 @@ class AnatomixUNet(nn.Module):
         return [*levels, x]
 
 
-def anatomix_spec(name: str, config: AnatomixConfig, weights: WeightsSource | None = None) -> ExtractorSpec:
+def anatomix_spec(
+    name: str, config: AnatomixConfig, weights: WeightsSource | None = None, superseded_by: str | None = None
+) -> ExtractorSpec:
     """An extractor of anatomix's layout: per-patch [0, 1] input, instance-normalized 16-or-more features."""
     return ExtractorSpec(
+        superseded_by=superseded_by,
         name=name,
         build=partial(AnatomixUNet, config),
         feature_channels=config.output_nc,

@@ -38,5 +38,5 @@ MINIMIX2_WEIGHTS = EmbeddedWeights(
 EMBEDDED_DEFAULT = "minimix2"
 """The extractor the demo and the benchmark use when anatomix cannot be had."""
 
-register_extractor(anatomix_spec("minimix", MINIMIX, MINIMIX_WEIGHTS))
+register_extractor(anatomix_spec("minimix", MINIMIX, MINIMIX_WEIGHTS, superseded_by="minimix2"))
 register_extractor(anatomix_spec("minimix2", MINIMIX, MINIMIX2_WEIGHTS))

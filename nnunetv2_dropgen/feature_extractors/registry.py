@@ -41,6 +41,8 @@ class ExtractorSpec:
         (training then refuses to start without it) or from `build` itself.
     pretrained_by_build: True when `build` returns the pretrained model (it loads its own weights), so that
         weights=None and no DROPGEN_WEIGHTS_<NAME> is not a forgotten file but the extractor's own weights.
+    superseded_by: the extractor to use instead for new models (this one is kept so that models trained with it
+        predict as before); a new training says so in its log.
     """
 
     name: str
@@ -52,6 +54,7 @@ class ExtractorSpec:
     normalization: FeatureNormalization = field(default_factory=InstanceNormalization)
     weights: WeightsSource | None = None
     pretrained_by_build: bool = False
+    superseded_by: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -171,6 +171,12 @@ class DropGen:
         elif not self._extractor_weights_from_checkpoint:
             load_extractor_weights(network)
         self._log_dropgen_settings(network)
+        if network.spec.superseded_by and not self._extractor_weights_from_checkpoint:
+            self.print_to_log_file(
+                f"DropGen: NOTE: extractor {network.spec.name} is superseded by {network.spec.superseded_by}, kept so "
+                f"that models trained with it predict as before; for a new model name {network.spec.superseded_by} "
+                "in the trainer name instead."
+            )
         self._warn(mixed_weights_warning(Path(self.output_folder), network.record, env_var_for(network.spec.name)))
         if not self._extractor_weights_from_checkpoint:
             self._warn(unread_weights_variables_warning(network))
