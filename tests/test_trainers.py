@@ -282,6 +282,8 @@ def test_dropgen_on_nnunet_variants_by_name_keeps_the_base_and_its_dropgen_parts
         trainers.build_trainer_class("NoSuchTrainer_DropGen")
     with pytest.raises(TrainerNameError, match="'nnUNetTrainerDA5_DropGen_p07' is not a DropGen trainer name"):
         trainers.build_trainer_class("nnUNetTrainerDA5_DropGen_p07")
+    with pytest.raises(TrainerNameError, match="the schedule goes last.*e.g. nnUNetTrainerDA5_DropGen_80epochs"):
+        trainers.build_trainer_class("nnUNetTrainerDA5_80epochs_DropGen")  # ours, not one of nnU-Net's trainers
 
 
 class _FixedInput(nnUNetTrainer):

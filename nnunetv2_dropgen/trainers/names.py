@@ -118,6 +118,12 @@ def nnunet_trainer_class(name: str) -> type[nnUNetTrainer]:
     folder = Path(nnunetv2.__path__[0]) / "training" / "nnUNetTrainer"
     found = recursive_find_python_class(str(folder), name, "nnunetv2.training.nnUNetTrainer")
     if found is None or not (isinstance(found, type) and issubclass(found, nnUNetTrainer)):
+        stem, _, last = name.rpartition("_")
+        if stem and schedule_from_token(last) is not None:  # this package's schedule, not an nnU-Net trainer
+            raise TrainerNameError(
+                f"'{name}{MARKER}...': the schedule goes last, after DropGen's parts: {stem}{MARKER}..._{last} "
+                f"(e.g. {stem}{MARKER}_{last})."
+            )
         raise TrainerNameError(
             f"{name!r} is not one of nnU-Net's trainers (nnunetv2.training.nnUNetTrainer and its variants), so "
             f"'{name}{MARKER}...' cannot be built; for a trainer of your own, write `class MyDropGen(DropGen, "
