@@ -405,21 +405,14 @@ def test_cli_out_defaults_to_nnunet_raw(tmp_path: Path, monkeypatch: pytest.Monk
         _parser().parse_args(["make-synthetic"])
 
 
+def tiny_cli_arguments(out: Path) -> list[str]:
+    """make-synthetic writing one training case of 16^3 and no test case into `out`."""
+    return ["make-synthetic", "--out", str(out), "--num-train", "1", "--num-test", "0", "--shape", "16", "16", "16"]
+
+
 def test_cli_names_per_image_plans_for_cross_modality_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Following only nnU-Net's planning would train with CTNormalization and saturate the MR test domains."""
-    base = [
-        "make-synthetic",
-        "--out",
-        str(tmp_path),
-        "--num-train",
-        "1",
-        "--num-test",
-        "0",
-        "--shape",
-        "16",
-        "16",
-        "16",
-    ]
+    base = tiny_cli_arguments(tmp_path)
     args = _parser().parse_args([*base, "--dataset-id", "7", "--cross-modality"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
@@ -431,19 +424,7 @@ def test_cli_names_per_image_plans_for_cross_modality_data(tmp_path: Path, capsy
 
 
 def test_cli_reports_refused_parameters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = [
-        "make-synthetic",
-        "--out",
-        str(tmp_path),
-        "--num-train",
-        "1",
-        "--num-test",
-        "0",
-        "--shape",
-        "16",
-        "16",
-        "16",
-    ]
+    base = tiny_cli_arguments(tmp_path)
     args = _parser().parse_args(base)
     assert args.func(args) == 0
     args = _parser().parse_args([*base, "--seed", "9"])
