@@ -232,6 +232,39 @@ def test_load_state_dict_file(tmp_path: Path, good: Path, truncated: Path) -> No
         load_state_dict_file(tmp_path / "absent.pth", "testmix")
 
 
+def test_a_training_checkpoint_given_as_weights_says_what_to_save_instead(tmp_path: Path) -> None:
+    """nnU-Net's checkpoint_final.pth (numpy values in its log: no weights_only load) or one without them."""
+    import numpy as np
+
+    for name, extra in (("with_numpy.pth", {"logging": {"dice": [np.float64(0.5)]}}), ("plain.pth", {})):
+        torch.save({"network_weights": {"extractor.conv.weight": torch.zeros(2)}, **extra}, tmp_path / name)
+        with pytest.raises(WeightsUnreadable, match="not a training checkpoint such as nnU-Net's checkpoint_final"):
+            load_state_dict_file(tmp_path / name, "testmix")
+
+
+def test_the_record_of_a_symlinked_weight_file_is_found_beside_its_target(tmp_path: Path) -> None:
+    module = nn.Linear(4, 4)
+    target = tmp_path / "runs" / "mine.pth"
+    save_pretrained(module.state_dict(), target, {"architecture": "testmix"})
+    link = tmp_path / "elsewhere" / "mine.pth"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    assert read_record(link) == read_record(target) is not None
+
+
+def test_an_unwritable_cache_is_a_sentence_and_installs_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture, unchecked, good
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("DROPGEN_CACHE_DIR", str(blocker / "cache"))  # a file where a folder must be
+    with registered_extractor(_spec("testmix-dev", unchecked)):
+        assert main(["weights", "install", "testmix-dev", str(good)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: Cannot write testmix-dev.pth into the weights cache") and "Traceback" not in error
+    assert "DROPGEN_CACHE_DIR" in error and "DROPGEN_WEIGHTS_TESTMIX_DEV" in error
+
+
 def test_load_strips_the_torch_compile_prefix(tmp_path: Path) -> None:
     module = nn.Sequential(nn.Conv3d(1, 2, 3), nn.BatchNorm3d(2))
     compiled = torch.compile(module)  # compiling is lazy: nothing runs until it is called
@@ -678,8 +711,13 @@ def test_weights_outlook(monkeypatch: pytest.MonkeyPatch, online, cache: Path, s
 
 
 def _spec(name: str, weights) -> ExtractorSpec:
+    """An extractor whose architecture fits write_state_dict's files."""
     return ExtractorSpec(
-        name=name, build=lambda: nn.Linear(32, 32), feature_channels=1, spatial_multiple=1, weights=weights
+        name=name,
+        build=lambda: nn.ModuleDict({"conv": nn.Linear(32, 32)}),
+        feature_channels=1,
+        spatial_multiple=1,
+        weights=weights,
     )
 
 
@@ -712,6 +750,13 @@ def test_cli_install_and_fetch(
         assert main(["weights", "install", "testmix", str(good)]) == 0
         out = capsys.readouterr().out
         assert str(cache / "testmix.pth") in out and "verified" in out and sha256(good) in out
+
+        wrong = good.parent / "wrong.pth"  # no checksum is published for testmix-dev: the architecture decides
+        torch.save({"weight": torch.zeros(4, 4)}, wrong)
+        assert main(["weights", "install", "testmix-dev", str(wrong)]) == 1
+        error = capsys.readouterr().err
+        assert f"{wrong} does not fit the 'testmix-dev' architecture" in error and "nothing was installed" in error
+        assert not any("testmix-dev" in f for f in files_in(cache))
 
         (cache / "testmix.pth").unlink()
         assert main(["weights", "fetch", "testmix"]) == 1  # offline

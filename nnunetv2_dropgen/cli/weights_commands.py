@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the weights package imports torch: only the sub-command that runs imports it
@@ -94,9 +95,16 @@ def _fetch(args: argparse.Namespace) -> ResolvedWeights:
 
 
 def _install(args: argparse.Namespace) -> ResolvedWeights:
+    from nnunetv2_dropgen.feature_extractors.loading import check_fits
     from nnunetv2_dropgen.weights import install_weights
 
-    return install_weights(_published(args.name, "install"), args.path, revision=args.revision)
+    given = Path(args.path).expanduser()
+    return install_weights(
+        _published(args.name, "install"),
+        given,
+        revision=args.revision,
+        check=lambda copy: check_fits(args.name, copy, shown=given),  # where no checksum is published
+    )
 
 
 def _guarded(action: Callable[[argparse.Namespace], ResolvedWeights]) -> Callable[[argparse.Namespace], int]:

@@ -52,7 +52,22 @@ def load_pretrained(
     return resolved
 
 
-def _mismatch_sentence(spec: ExtractorSpec, module: nn.Module, state_dict: dict[str, torch.Tensor], path: Path) -> str:
+def check_fits(name: str, path: Path, shown: Path | None = None) -> None:
+    """WeightsArchitectureMismatch (naming `shown`, default `path`) when the weight file `path` does not load
+    strictly into extractor `name`'s architecture; `weights install` checks a file so before caching it."""
+    spec = get_extractor_spec(name)
+    module = spec.build()
+    state_dict = load_state_dict_file(path, name)
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError:
+        advice = f"Install a {name} weights file instead; nothing was installed."
+        raise WeightsArchitectureMismatch(_mismatch_sentence(spec, module, state_dict, shown or path, advice)) from None
+
+
+def _mismatch_sentence(
+    spec: ExtractorSpec, module: nn.Module, state_dict: dict[str, torch.Tensor], path: Path, advice: str | None = None
+) -> str:
     expected = module.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -70,7 +85,7 @@ def _mismatch_sentence(spec: ExtractorSpec, module: nn.Module, state_dict: dict[
     history = getattr(spec.weights, "history", None)
     if history:
         sentence += f" {history}"
-    return sentence + f" Point {env_var_for(spec.name)} at a {spec.name} weights file, or unset it."
+    return sentence + " " + (advice or f"Point {env_var_for(spec.name)} at a {spec.name} weights file, or unset it.")
 
 
 def _parameters(state_dict: dict[str, torch.Tensor]) -> str:

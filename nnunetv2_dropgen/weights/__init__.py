@@ -15,6 +15,7 @@ from nnunetv2_dropgen.weights.cache import (
 from nnunetv2_dropgen.weights.checksums import git_blob_sha1, sha256_file
 from nnunetv2_dropgen.weights.errors import (
     WeightsArchitectureMismatch,
+    WeightsCacheUnwritable,
     WeightsChecksumMismatch,
     WeightsDownloadFailed,
     WeightsError,
@@ -42,6 +43,7 @@ __all__ = [
     "PublishedWeights",
     "ResolvedWeights",
     "WeightsArchitectureMismatch",
+    "WeightsCacheUnwritable",
     "WeightsChecksumMismatch",
     "WeightsDownloadFailed",
     "WeightsError",

@@ -28,3 +28,7 @@ class WeightsChecksumMismatch(WeightsError):
 
 class WeightsDownloadFailed(WeightsError):
     """No download source could deliver the file (offline, unreachable or refused)."""
+
+
+class WeightsCacheUnwritable(WeightsError):
+    """The weights cache cannot be written (read-only, or a file where a folder should be); nothing was replaced."""

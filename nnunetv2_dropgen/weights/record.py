@@ -29,6 +29,12 @@ def record_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
+def found_record_path(path: str | os.PathLike) -> Path:
+    """The record read for `path`: beside it, else beside the file a symbolic link `path` points to."""
+    beside = record_path(path)
+    return beside if beside.is_file() else record_path(Path(path).resolve())
+
+
 def save_pretrained(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, record: Mapping[str, Any]) -> str:
     """Write `path` (a plain state_dict) and its record atomically; returns the sha256 of the weight file.
 
@@ -78,7 +84,7 @@ def read_record(path: str | os.PathLike) -> dict[str, Any] | None:
     be read as JSON raises WeightsUnreadable, because silently ignoring a damaged record would demote
     the user's own extractor to an unverified file.
     """
-    location = record_path(path)
+    location = found_record_path(path)
     if not location.is_file():
         return None
     try:

@@ -12,6 +12,11 @@ from nnunetv2_dropgen.weights.errors import WeightsMissing, WeightsUnreadable
 
 COMPILE_PREFIX = "_orig_mod."
 """What torch.compile puts before every key of a compiled module's state_dict."""
+TRAINING_CHECKPOINT = (
+    "an extractor's weight file is its state_dict alone, not a training checkpoint such as nnU-Net's "
+    "checkpoint_final.pth (from a DropGen checkpoint: the 'network_weights' entries that start with 'extractor.', "
+    "without that prefix, saved with torch.save)"
+)
 
 
 def short_error(exc: BaseException) -> str:
@@ -29,7 +34,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        if "unsupported global" in str(exc).lower():  # a readable PyTorch file holding more than tensors
+            raise NotAStateDict(f"it holds objects other than tensors; {TRAINING_CHECKPOINT}") from exc
         raise NotAStateDict(f"it is truncated or not a PyTorch file ({short_error(exc)})") from exc
+    if isinstance(loaded, Mapping) and "network_weights" in loaded:
+        raise NotAStateDict(f"it is a training checkpoint (it has 'network_weights'); {TRAINING_CHECKPOINT}")
     if isinstance(loaded, Mapping):
         for key in ("state_dict", "model"):
             if isinstance(loaded.get(key), Mapping):

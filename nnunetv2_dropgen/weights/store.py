@@ -9,11 +9,12 @@ written to the cache except by an atomic rename of a verified file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from importlib import resources
 from pathlib import Path
@@ -29,7 +30,7 @@ from nnunetv2_dropgen.weights.cache import (
     write_note,
 )
 from nnunetv2_dropgen.weights.checksums import sha256_file
-from nnunetv2_dropgen.weights.errors import WeightsDownloadFailed, WeightsMissing
+from nnunetv2_dropgen.weights.errors import WeightsCacheUnwritable, WeightsDownloadFailed, WeightsMissing
 from nnunetv2_dropgen.weights.files import temporary_beside
 from nnunetv2_dropgen.weights.resolved import ResolvedWeights
 from nnunetv2_dropgen.weights.sources import EmbeddedWeights, PublishedWeights, WeightsSource
@@ -37,6 +38,19 @@ from nnunetv2_dropgen.weights.state_dict import short_error
 from nnunetv2_dropgen.weights.verify import Place, how_to_provide, judge
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _writing_cache(source: PublishedWeights, target: Path) -> Iterator[None]:
+    """A cache that cannot be written (read-only, a file in the way) is a sentence, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise WeightsCacheUnwritable(
+            f"Cannot write {source.filename} into the weights cache {target.parent} ({short_error(exc)}). Set "
+            f"DROPGEN_CACHE_DIR to a folder you can write, or set {env_var_for(source.name)}=/path/to/"
+            f"{source.filename} to use a file where it is."
+        ) from exc
 
 
 def packaged_path(source: EmbeddedWeights) -> Path:
@@ -115,8 +129,9 @@ def download_weights(
             attempts.append((url, partial(_from_url, url, source.filename)))
 
     failures: list[str] = []
-    target.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{source.filename}.", suffix=".download", dir=target.parent))
+    with _writing_cache(source, target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f".{source.filename}.", suffix=".download", dir=target.parent))
     try:
         for label, fetch in attempts:
             logger.info("Downloading %s (revision %s) from %s", source.filename, revision, label)
@@ -128,8 +143,9 @@ def download_weights(
                 continue
             verdict = judge(source.name, source, downloaded, Place.DOWNLOAD, origin=label, revision=revision)
             verdict.enforce()
-            os.replace(downloaded, target)
-            write_note(target, CacheNote(revision, commit, verdict.sha256, f"download ({label})"))
+            with _writing_cache(source, target):
+                os.replace(downloaded, target)
+                write_note(target, CacheNote(revision, commit, verdict.sha256, f"download ({label})"))
             resolved = ResolvedWeights(
                 source.name,
                 target,
@@ -199,14 +215,20 @@ def fetch_weights(source: PublishedWeights, force: bool = False, revision: str |
     return download_weights(source, revision)
 
 
-def install_weights(source: PublishedWeights, path: str | os.PathLike, revision: str | None = None) -> ResolvedWeights:
+def install_weights(
+    source: PublishedWeights,
+    path: str | os.PathLike,
+    revision: str | None = None,
+    check: Callable[[Path], None] | None = None,
+) -> ResolvedWeights:
     """Copy a copy of the published file into the cache (for offline machines): copy, verify, then rename.
 
     The cache holds published files only, so a file that does not match the published checksum is refused,
     with the sentence that says how to use it instead (DROPGEN_WEIGHTS_<NAME>): what is installed is what
     training then uses, never a file the next load would refuse. Where no checksum is published (anatomix-dev,
     a revision other than the default) any file that reads as a state_dict is installed, unverified (training
-    then loads it strictly into the architecture).
+    then loads it strictly into the architecture). `check` (a WeightsError when the file does not fit the
+    extractor's architecture) runs on the copy before it is renamed into the cache.
     """
     revision = requested_revision(source, revision)
     given = Path(path).expanduser()
@@ -216,13 +238,15 @@ def install_weights(source: PublishedWeights, path: str | os.PathLike, revision:
             f"Cannot install {source.filename}: {given} does not exist or is not a file. Give the path of a copy "
             f"of {source.filename}."
         )
-    with temporary_beside(target) as temporary:
+    origin = f"cache (installed from {given})"
+    with _writing_cache(source, target), temporary_beside(target) as temporary:
         shutil.copyfile(given, temporary)
         verdict = judge(source.name, source, temporary, Place.INSTALL, origin=str(given), revision=revision)
         verdict.enforce()
+        if check is not None:
+            check(temporary)
         os.replace(temporary, target)
-    origin = f"cache (installed from {given})"
-    write_note(target, CacheNote(revision, None, verdict.sha256, origin))
+        write_note(target, CacheNote(revision, None, verdict.sha256, origin))
     resolved = ResolvedWeights(source.name, target, origin, verdict.verified, verdict.detail, verdict.sha256, revision)
     logger.info("Installed %s", resolved.describe())
     return resolved

@@ -25,7 +25,7 @@ from nnunetv2_dropgen.weights.errors import (
     WeightsMissing,
     WeightsUnreadable,
 )
-from nnunetv2_dropgen.weights.record import read_record, record_path
+from nnunetv2_dropgen.weights.record import found_record_path, read_record
 from nnunetv2_dropgen.weights.sources import EmbeddedWeights, PublishedWeights, WeightsSource
 from nnunetv2_dropgen.weights.state_dict import NotAStateDict, read_state_dict
 
@@ -211,7 +211,7 @@ class _Case:
 
 def _own_extractor(name: str, path: Path, sha256: str, record: dict[str, Any]) -> Verdict:
     """A user's file with a pretraining record beside it: trusted as theirs when the record describes it."""
-    where = record_path(path)
+    where = found_record_path(path)
     if record.get("architecture") != name:
         error = WeightsArchitectureMismatch(
             f"{path} was pretrained as a {record.get('architecture')!r} extractor (record {where}), not as {name}. "
