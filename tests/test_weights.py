@@ -437,6 +437,7 @@ def test_corrupt_cache_is_refused_and_kept(
     with pytest.raises(WeightsChecksumMismatch, match="weights fetch testmix") as error:
         resolve_weights("testmix", source)
     assert str(cached) in str(error.value) and "Delete it" in str(error.value)
+    assert "weights install testmix /path/to/testmix.pth" in str(error.value), "offline users have no fetch"
     assert cached.read_bytes() == truncated.read_bytes()
     with pytest.raises(WeightsChecksumMismatch):
         fetch_weights(source)  # without --force the broken copy is reported, not replaced

@@ -165,7 +165,8 @@ class _Case:
             message = (
                 f"The cached {path.name} at {path} ({size}) is not {ref.what}: {fact} (a truncated or corrupted "
                 f"copy). Delete it and run `nnunetv2_dropgen weights fetch {name}`, or replace it with "
-                f"`nnunetv2_dropgen weights fetch {name} --force`."
+                f"`nnunetv2_dropgen weights fetch {name} --force`, or offline with `nnunetv2_dropgen weights install "
+                f"{name} /path/to/{path.name}` (a good copy)."
             )
         elif self.place is Place.DOWNLOAD:
             message = (
