@@ -177,7 +177,7 @@ class DropGen:
                 f"that models trained with it predict as before; for a new model name {network.spec.superseded_by} "
                 "in the trainer name instead."
             )
-        self._warn(mixed_weights_warning(Path(self.output_folder), network.record, env_var_for(network.spec.name)))
+        self._warn_if_other_folds_differ(network)
         if not self._extractor_weights_from_checkpoint:
             self._warn(unread_weights_variables_warning(network))
         super().on_train_start()
@@ -185,7 +185,10 @@ class DropGen:
     def on_train_end(self) -> None:
         """Folds started side by side (one per GPU) had no sibling checkpoint to compare with at their start."""
         super().on_train_end()
-        network = self.dropgen_network
+        self._warn_if_other_folds_differ(self.dropgen_network)
+
+    def _warn_if_other_folds_differ(self, network: DropGenNetwork) -> None:
+        """Other folds of this model that started from other extractor weights are named (see sibling_folds)."""
         self._warn(mixed_weights_warning(Path(self.output_folder), network.record, env_var_for(network.spec.name)))
 
     def _warn(self, sentence: str | None) -> None:
@@ -250,7 +253,7 @@ def ct_normalization_warning(plans_manager: PlansManager, configuration: str, tr
     dataset_id = convert_dataset_name_to_id(plans_manager.dataset_name)
     name = f"{plans_manager.plans_name}PerImageNorm"
     needed = configurations_to_preprocess(plans, configuration)
-    previous = [c for c in needed if c != preprocessed_as(plans, configuration)]
+    previous = needed[1:]  # needed[0] is the configuration's own data
     first = f"; train {' and '.join(previous)} with -p {name} first (the cascade's previous stage)" if previous else ""
     return (
         f"image channel(s) {', '.join(map(str, channels))} use nnU-Net's CTNormalization, which clips and scales every "
