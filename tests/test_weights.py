@@ -265,6 +265,32 @@ def test_an_unwritable_cache_is_a_sentence_and_installs_nothing(
     assert "DROPGEN_CACHE_DIR" in error and "DROPGEN_WEIGHTS_TESTMIX_DEV" in error
 
 
+def test_a_source_file_that_cannot_be_read_is_not_blamed_on_the_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture, unchecked, good
+) -> None:
+    """Reading the user's copy and writing the cache failed under one guard: a permission error on the copy said
+    'Cannot write ... into the weights cache' and advised DROPGEN_CACHE_DIR. (Tests run as root, so the failing
+    read is simulated.)"""
+    import builtins
+
+    from nnunetv2_dropgen.weights import store
+
+    def refuse_the_copy(file, *args, **kwargs):
+        if Path(file) == good:
+            raise PermissionError(13, "Permission denied", str(file))
+        return builtins.open(file, *args, **kwargs)
+
+    monkeypatch.setattr(store, "open", refuse_the_copy, raising=False)
+    monkeypatch.setenv("DROPGEN_CACHE_DIR", str(tmp_path / "cache"))
+    with registered_extractor(_spec("testmix-dev", unchecked)):
+        assert main(["weights", "install", "testmix-dev", str(good)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: Cannot install testmix-dev.pth: {good} cannot be read (")
+    assert "Traceback" not in error
+    assert "weights cache" not in error and "DROPGEN_CACHE_DIR" not in error
+    assert not any((tmp_path / "cache").rglob("*.pth"))
+
+
 def test_load_strips_the_torch_compile_prefix(tmp_path: Path) -> None:
     module = nn.Sequential(nn.Conv3d(1, 2, 3), nn.BatchNorm3d(2))
     compiled = torch.compile(module)  # compiling is lazy: nothing runs until it is called

@@ -30,7 +30,12 @@ from nnunetv2_dropgen.weights.cache import (
     write_note,
 )
 from nnunetv2_dropgen.weights.checksums import sha256_file
-from nnunetv2_dropgen.weights.errors import WeightsCacheUnwritable, WeightsDownloadFailed, WeightsMissing
+from nnunetv2_dropgen.weights.errors import (
+    WeightsCacheUnwritable,
+    WeightsDownloadFailed,
+    WeightsMissing,
+    WeightsUnreadable,
+)
 from nnunetv2_dropgen.weights.files import temporary_beside
 from nnunetv2_dropgen.weights.resolved import ResolvedWeights
 from nnunetv2_dropgen.weights.sources import EmbeddedWeights, PublishedWeights, WeightsSource
@@ -238,9 +243,17 @@ def install_weights(
             f"Cannot install {source.filename}: {given} does not exist or is not a file. Give the path of a copy "
             f"of {source.filename}."
         )
+    try:
+        reading = open(given, "rb")  # opened before the cache guard: a file we cannot read is not the cache's fault
+    except OSError as exc:
+        raise WeightsUnreadable(
+            f"Cannot install {source.filename}: {given} cannot be read ({short_error(exc)}). Make it readable, or "
+            f"give the path of another copy of {source.filename}."
+        ) from exc
     origin = f"cache (installed from {given})"
-    with _writing_cache(source, target), temporary_beside(target) as temporary:
-        shutil.copyfile(given, temporary)
+    with reading, _writing_cache(source, target), temporary_beside(target) as temporary:
+        with open(temporary, "wb") as writing:
+            shutil.copyfileobj(reading, writing)
         verdict = judge(source.name, source, temporary, Place.INSTALL, origin=str(given), revision=revision)
         verdict.enforce()
         if check is not None:
