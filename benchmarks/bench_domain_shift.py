@@ -53,6 +53,8 @@ import numpy as np
 import torch
 from _common import machine_description
 from _domain_shift_report import (
+    NORMALIZED_AWAY,
+    SHIFTED_MEAN,
     TARGET_MEAN,
     convergence_table,
     dice_table,
@@ -546,16 +548,25 @@ def collect(
     pairs = [(label, labels[0]) for label in labels[1:]]
     if "DropGen" in labels and "DA5" in labels:
         pairs.append(("DropGen", "DA5"))
+    shifted = [d for d in targets if d not in NORMALIZED_AWAY]
+    means_over = {TARGET_MEAN: targets, **({SHIFTED_MEAN: shifted} if shifted and len(shifted) < len(targets) else {})}
     for label, baseline in pairs:
         differences = {}
         for domain in domains:
             ours, base = per_case[(label, domain)], per_case[(baseline, domain)]
             differences[domain] = {c: ours[c] - base[c] for c in sorted(ours) if c in base}
-            results["paired"].setdefault(f"{label}|{baseline}|{domain}", []).extend(differences[domain].values())
-        if targets:
-            cases = set.intersection(*(set(differences[d]) for d in targets))
-            means = [float(np.mean([differences[d][c] for d in targets])) for c in sorted(cases)]
-            results["paired"].setdefault(f"{label}|{baseline}|{TARGET_MEAN}", []).extend(means)
+            _add_paired(results, f"{label}|{baseline}|{domain}", list(differences[domain].values()))
+        for row, over in means_over.items() if targets else ():
+            cases = set.intersection(*(set(differences[d]) for d in over))
+            means = [float(np.mean([differences[d][c] for d in over])) for c in sorted(cases)]
+            _add_paired(results, f"{label}|{baseline}|{row}", means)
+
+
+def _add_paired(results: dict, key: str, differences: list[float]) -> None:
+    """One seed's paired per-case differences, and their mean (the unit of the interval over seeds)."""
+    results["paired"].setdefault(key, []).extend(differences)
+    finite = [d for d in differences if not math.isnan(d)]
+    results["paired_seeds"].setdefault(key, []).append(float(np.mean(finite)) if finite else math.nan)
 
 
 def new_results(arms: Sequence[Arm], domains: Sequence[str], command: str) -> dict:
@@ -568,7 +579,19 @@ def new_results(arms: Sequence[Arm], domains: Sequence[str], command: str) -> di
         "train_s": {a.label: [] for a in arms},
         "curves": {},
         "paired": {},
+        "paired_seeds": {},
     }
+
+
+def _p_sentence(results: dict) -> str:
+    """How p was set: chosen here among several, or given as the one value of --choose-p (chosen in an earlier run)."""
+    scores = ", ".join(f"p={p}: {s:.3f}" for p, s in results["validation_dice"].items())
+    if len(results["validation_dice"]) == 1:
+        return (
+            f"p fixed at {results['chosen_p']:g} (--choose-p with one value, chosen on the validation domain in an "
+            f"earlier run; its validation Dice here: {scores})"
+        )
+    return f"p chosen on the validation domain: {results['chosen_p']:g} (validation Dice: {scores})"
 
 
 def report(args: argparse.Namespace, results: dict, cross: dict | None, machine: str, figure: Path) -> str:
@@ -590,20 +613,21 @@ def report(args: argparse.Namespace, results: dict, cross: dict | None, machine:
         + (f" (few-shot arms: fold 0 of a {args.few_shot}-case split)" if args.few_shot else " (no few-shot arms)")
         + "; prediction "
         + ("without mirroring (--disable-tta)" if args.disable_tta else "with nnU-Net's mirroring"),
-        f"- DropGen's extractor: `{args.extractor}`; p chosen on the validation domain: {results['chosen_p']:g} "
-        "(validation Dice: " + ", ".join(f"p={p}: {s:.3f}" for p, s in results["validation_dice"].items()) + ")",
+        f"- DropGen's extractor: `{args.extractor}`; {_p_sentence(results)}",
         "",
-        "Dice (foreground mean over labels; mean ± std over seeds)",
+        "Dice (foreground mean over labels; mean ± population std (ddof 0) over seeds)",
         "",
         *dice_table(results, arms, domains, SOURCE_DOMAIN),
         "",
-        "DropGen minus ERM, per domain (paired per seed and test case; 95 % t-interval):",
+        "DropGen minus ERM, per domain (paired per seed and test case; 95 % t-intervals over the seed x case "
+        "pairs, which hold test-case variation only, and over the seeds' mean differences, which hold training "
+        "variation too):",
         "",
-        *difference_table(results, [*domains, TARGET_MEAN], "DropGen", "ERM"),
+        *difference_table(results, [*domains, TARGET_MEAN, SHIFTED_MEAN], "DropGen", "ERM"),
         "",
         "DropGen minus DA5 (as above):",
         "",
-        *difference_table(results, [*domains, TARGET_MEAN], "DropGen", "DA5"),
+        *difference_table(results, [*domains, TARGET_MEAN, SHIFTED_MEAN], "DropGen", "DA5"),
         "",
         "Convergence: nnU-Net's EMA pseudo Dice on the training domain over the last fifth of training "
         f"(curves: `{figure.name}`)",
