@@ -56,6 +56,23 @@ def test_bn_batch_uses_the_batch_statistics_and_never_moves_the_buffers() -> Non
     assert torch.allclose(default.compute_features(x)[:1], default.compute_features(x[:1]), atol=1e-4)
 
 
+def test_bn_batch_keeps_each_image_channels_statistics_to_itself() -> None:
+    """With two modalities, bnBatch's statistics are each channel's own: changing the second channel must leave the
+    first one's features as they are (pooled over channels, the first changed by up to 0.5)."""
+    torch.manual_seed(0)
+    net = build_dropgen_network(
+        "minimix", tiny_backbone(2 * (1 + FEATURES)), p=0.5, options=("bnBatch",), num_image_channels=2
+    )
+    randomize_batchnorm_stats(net.extractor)
+    net.eval()
+    first, second = torch.rand(2, 1, 32, 32, 32), torch.rand(2, 1, 32, 32, 32)
+    with_second = net.compute_features(torch.cat([first, second], dim=1))
+    with_other = net.compute_features(torch.cat([first, second**3], dim=1))
+    torch.testing.assert_close(with_second[:, :FEATURES], with_other[:, :FEATURES], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(with_second[:, :FEATURES], net.compute_features(first), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(with_second[:, FEATURES:], with_other[:, FEATURES:], atol=1e-3)
+
+
 def test_bn_batch_survives_nnunets_multi_gpu_conversion_to_sync_batchnorm() -> None:
     """nnU-Net's DDP training converts every _BatchNorm of the network into a SyncBatchNorm, which in the frozen
     extractor's eval mode would use the running statistics: bnBatch's layers must come through unchanged."""

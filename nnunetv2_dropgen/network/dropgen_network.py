@@ -168,7 +168,13 @@ class DropGenNetwork(nn.Module):
             pad = centered_padding(tuple(spatial), self.spec.spatial_multiple, self.spec.min_spatial_size)
             if any(pad):
                 unit = F.pad(unit, pad, mode="replicate")
-        features = self.extractor(unit)
+        if self.batch_statistics_layers and channels > 1:
+            # bnBatch: each image channel (modality) gets its own batch statistics, over its B patches, as the
+            # authors' single-channel runs had; pooled over channels, one modality would shift another's features
+            per_channel = unit.view(batch, channels, *unit.shape[1:]).unbind(1)
+            features = torch.stack([self.extractor(part) for part in per_channel], dim=1).flatten(0, 1)
+        else:
+            features = self.extractor(unit)
         if any(pad):
             features = features[(slice(None), slice(None), *_crop_slices(pad, spatial))]
         with torch.autocast(images.device.type, enabled=False):
