@@ -50,6 +50,7 @@ from nnunetv2_dropgen.pretraining import (
 )
 from nnunetv2_dropgen.pretraining import loop as loop_module
 from nnunetv2_dropgen.pretraining.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from nnunetv2_dropgen.pretraining.loop import warm_restart_warning
 from nnunetv2_dropgen.pretraining.objective import level_channels
 from nnunetv2_dropgen.pretraining.progress import PANELS, progress_figure, progress_path
 from nnunetv2_dropgen.synthetic import random_label_map
@@ -317,7 +318,22 @@ def test_resume_continues_exactly_where_the_run_stopped(spec, pool, tmp_path):
         pretrain(quick_settings(tmp_path / "resumed.pth", steps=5, resume=True), spec, other_data, pool)
     with pytest.raises(CheckpointError, match="init None -> 'anatomix'"):
         pretrain(quick_settings(tmp_path / "resumed.pth", steps=5, resume=True, init="anatomix"), spec, pool, pool)
+    with pytest.raises(CheckpointError, match="lr_decay_fraction 0.2 -> 0.5"):
+        pretrain(
+            quick_settings(tmp_path / "resumed.pth", steps=5, resume=True, lr_decay_fraction=0.5), spec, pool, pool
+        )
     assert load_checkpoint(checkpoint_path(tmp_path / "resumed.pth"))["step"] == 4, "refusals change nothing"
+
+
+def test_a_longer_resume_after_the_decay_began_says_it_restarts_the_learning_rate(tmp_path):
+    """The schedule follows --steps: resumed with more steps, a run whose rate had decayed goes back to the full
+    rate. Continuing one still at the full rate is seamless and says nothing."""
+    decaying = {"settings": {"steps": 1000}, "step": 900}  # decay over the last 200 steps: 1 - 100/201 at step 899
+    warning = warm_restart_warning(decaying, quick_settings(tmp_path / "a.pth", steps=2000))
+    assert warning is not None and "decayed to 0.502 x --lr at step 900" in warning and "back to 1.000" in warning
+    assert warm_restart_warning(decaying, quick_settings(tmp_path / "a.pth", steps=1000)) is None
+    early = {"settings": {"steps": 1000}, "step": 500}
+    assert warm_restart_warning(early, quick_settings(tmp_path / "a.pth", steps=2000)) is None
 
 
 def test_a_new_run_never_replaces_earlier_weights(spec, pool, tmp_path):

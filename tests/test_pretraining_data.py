@@ -22,6 +22,7 @@ from nnunetv2_dropgen.feature_extractors import ANATOMIX, MINIMIX, AnatomixUNet
 from nnunetv2_dropgen.pretraining import (
     AppearanceSettings,
     CompositionSettings,
+    LabelMapError,
     compose_label_maps,
     pool_from_folder,
     pool_from_synthetic,
@@ -97,6 +98,37 @@ def test_structures_keep_their_physical_size_from_one_structure_per_file_folders
     assert by_size == pytest.approx([6.0, 12.0, 30.0])
     explicit = pool_from_folder(root, canvas=16, voxel_size=3.0)
     assert sorted(explicit.extents.tolist()) == pytest.approx([3.0, 6.0, 15.0])
+
+
+def test_label_folders_of_different_spacings_share_one_grid(tmp_path: Path) -> None:
+    """Two --labels folders: a 16 mm cube at 1 mm in one and at 0.5 mm in the other is the same structure. Each
+    folder on its own median spacing made the second twice as large."""
+    from nnunetv2_dropgen.pretraining.pool import training_and_held_out_pools
+
+    _write_structure(tmp_path / "coarse" / "a.nii.gz", (16, 16, 16), (1.0, 1.0, 1.0))
+    _write_structure(tmp_path / "fine" / "b.nii.gz", (32, 32, 32), (0.5, 0.5, 0.5))
+    training, _ = training_and_held_out_pools([tmp_path / "coarse", tmp_path / "fine"], 0, seed=0, canvas=16)
+    first, second = training.extents.tolist()
+    assert first == pytest.approx(second)
+
+
+def test_a_dataset_root_gives_its_label_maps_not_its_images(tmp_path: Path) -> None:
+    """nnU-Net's dataset root (imagesTr beside labelsTr) and TotalSegmentator's (`ct.nii.gz` beside
+    `segmentations/`): the images are left out. An MR stored as integers read as a label map made every
+    intensity a structure."""
+    rng = np.random.default_rng(0)
+    mr = sitk.GetImageFromArray(rng.integers(0, 3000, size=(20, 20, 20)).astype(np.int16))
+    root = tmp_path / "Dataset001_Mr"
+    (root / "imagesTr").mkdir(parents=True)
+    sitk.WriteImage(mr, str(root / "imagesTr" / "case_000_0000.nii.gz"))
+    _write_structure(root / "labelsTr" / "case_000.nii.gz", (6, 6, 6), (1.0, 1.0, 1.0))
+    assert len(pool_from_folder(root, canvas=16)) == 1
+    total = tmp_path / "totalsegmentator"
+    _write_structure(total / "s0001" / "segmentations" / "liver.nii.gz", (6, 6, 6), (1.0, 1.0, 1.0))
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 8), -1000, np.int16)), str(total / "s0001" / "ct.nii.gz"))
+    assert len(pool_from_folder(total, canvas=16)) == 1
+    with pytest.raises(LabelMapError, match="more than 1000 distinct values, so it is an image"):
+        pool_from_folder(root / "imagesTr", canvas=16)
 
 
 def test_composed_structures_keep_their_relative_size(pool) -> None:

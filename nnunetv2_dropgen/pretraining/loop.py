@@ -249,6 +249,8 @@ def _check_resumable(
     ]
     if "init" in recorded and settings.init is not None and recorded["init"] != current["init"]:
         differ.append(f"init {recorded['init']!r} -> {current['init']!r}")
+    if "lr_decay_fraction" in recorded and recorded["lr_decay_fraction"] != current["lr_decay_fraction"]:
+        differ.append(f"lr_decay_fraction {recorded['lr_decay_fraction']!r} -> {current['lr_decay_fraction']!r}")
     for key, value in (run or {}).items():
         if key in state.get("run", {}) and state["run"][key] != value:
             differ.append(f"{key} {state['run'][key]!r} -> {value!r}")
@@ -257,6 +259,28 @@ def _check_resumable(
             f"the checkpoint {path} was written with other settings ({'; '.join(differ)}); resume with the "
             "same settings, or give another --out to start a new run."
         )
+
+
+def warm_restart_warning(state: dict[str, Any], settings: PretrainSettings) -> str | None:
+    """A resume with more --steps after the learning rate began to decay restarts it from its full value: say so.
+
+    The schedule is a function of --steps, so a longer run moves the decay to its new end; a checkpoint still at
+    the full rate continues seamlessly, one already decaying jumps back up (a warm restart, not a continuation).
+    """
+    recorded = state.get("settings", {})
+    step, steps = int(state["step"]), recorded.get("steps")
+    if not steps or settings.steps <= steps:
+        return None
+    before = learning_rate_factor(step - 1, steps, settings.lr_decay_fraction) if step else 1.0
+    after = learning_rate_factor(step, settings.steps, settings.lr_decay_fraction)
+    if before >= 1.0 or after <= before:
+        return None
+    return (
+        f"warning: the checkpoint's learning rate had decayed to {before:.3f} x --lr at step {step} (of --steps "
+        f"{steps}); with --steps {settings.steps} it goes back to {after:.3f} x --lr, a warm restart rather than "
+        "a continuation. To only extend the decay, resume from a checkpoint saved before it began, or accept the "
+        "restart (the best weights so far stay in the .best.pth file)."
+    )
 
 
 def _plain_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -330,6 +354,8 @@ class _Run:
     def _restore(self) -> None:
         state = load_checkpoint(self.checkpoint)
         _check_resumable(state, self.settings, self.checkpoint, self.run_facts())
+        if self.context.is_main and (warning := warm_restart_warning(state, self.settings)):
+            print(warning, file=sys.stderr)
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])

@@ -36,6 +36,9 @@ in its 32^3 images, so the stability metric sees them at the size the benchmark'
 
 LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif", ".tiff")
 """File types read from a label folder (3D formats SimpleITK reads; nnU-Net's labelsTr uses .nii.gz)."""
+MAX_LABELS = 1000
+"""More distinct values than this and a file is an image, not a label map (TotalSegmentator has 117 classes,
+FreeSurfer's aparc+aseg about 110 values up to 2035)."""
 
 
 HELD_OUT_STREAM = 7_919
@@ -145,14 +148,53 @@ def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
             )
         array = array.astype(np.int64)
     if array.min() < 0:
-        raise LabelMapError(f"{path} holds negative labels; label maps use 0 for background and positive integers.")
-    return array, tuple(float(s) for s in reversed(image.GetSpacing()))
+        raise LabelMapError(
+            f"{path} holds negative values, so it is an image (a CT in Hounsfield units?) rather than a label map: "
+            "label maps use 0 for background and positive integers. Point --labels at folders of label maps."
+        )
+    if array.max() > MAX_LABELS and np.unique(array).size > MAX_LABELS:
+        raise LabelMapError(
+            f"{path} holds more than {MAX_LABELS} distinct values, so it is an image stored as integers (an MR?) "
+            "rather than a label map: every value would become a structure. Point --labels at folders of label maps."
+        )
+    return array, _zyx(image.GetSpacing())
+
+
+def _zyx(spacing: Sequence[float]) -> tuple[float, float, float]:
+    return tuple(float(s) for s in reversed(spacing))
+
+
+def label_map_spacing(path: Path) -> tuple[float, float, float]:
+    """A label map's (z, y, x) voxel spacing, from its header alone (the voxels are not read)."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LabelMapError(
+            f"SimpleITK cannot read the label map {path} ({first}); fix or remove the file from the folder."
+        ) from exc
+    return _zyx(reader.GetSpacing())
+
+
+def median_spacing(files: Sequence[Path]) -> float:
+    """The median voxel spacing over every axis of `files` (headers only): the pretraining grid's default."""
+    return float(np.median([s for path in files for s in label_map_spacing(path)]))
+
+
+def is_image_file(path: Path, folder: Path) -> bool:
+    """Whether `path` (inside `folder`) is one of the images that sit beside label maps in the layouts users point
+    --labels at: nnU-Net's imagesTr/imagesTs, and TotalSegmentator's `<case>/ct.nii.gz` beside `segmentations/`."""
+    inside = path.relative_to(folder).parts[:-1]
+    return any(part.startswith("images") for part in inside) or (path.parent / "segmentations").is_dir()
 
 
 def label_map_files(folder: str | Path) -> list[Path]:
     """The label-map files in `folder` and its subfolders, sorted; a clear error when there are none.
 
-    Recursive, so TotalSegmentator's layout (one folder per case, one file per structure) reads as it is.
+    Recursive, so TotalSegmentator's layout (one folder per case, one file per structure) reads as it is, and a
+    dataset's root may be given: its images (`is_image_file`) are left out.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -162,7 +204,10 @@ def label_map_files(folder: str | Path) -> list[Path]:
     files = sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and not p.name.startswith(".") and p.name.endswith(LABEL_MAP_SUFFIXES)
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name.endswith(LABEL_MAP_SUFFIXES)
+        and not is_image_file(p, folder)
     )
     if not files:
         raise LabelMapError(
@@ -179,17 +224,17 @@ def pool_from_folder(
 
     voxel_size: the pretraining grid's spacing (in the label maps' units, mm for NIfTI); default the median
     voxel spacing of the maps, so structures keep their native size in voxels, as anatomix's templates do.
+    Maps are read one at a time (the default spacing comes from their headers).
     """
     files = label_map_files(folder)
-    maps = [read_label_map(path) for path in files]
     if voxel_size is None:
-        voxel_size = float(np.median([s for _, spacing in maps for s in spacing]))
+        voxel_size = median_spacing(files)
     if voxel_size <= 0:
         raise LabelMapError(f"the voxel size of the pretraining grid must be positive; got {voxel_size}.")
     cubes: list[torch.Tensor] = []
     extents: list[float] = []
-    for labels, spacing in maps:
-        found, sizes = structures_of(labels, spacing, canvas, voxel_size)
+    for path in files:
+        found, sizes = structures_of(*read_label_map(path), canvas, voxel_size)
         cubes += found
         extents += sizes
     if not cubes:
@@ -267,7 +312,11 @@ def training_and_held_out_pools(
         raise LabelMapError(
             "give label maps to pretrain on: --labels DIR (e.g. an nnU-Net labelsTr) and/or --synthetic N."
         )
-    training = [pool_from_folder(folder, canvas) for folder in label_folders]
+    # one grid for every folder, so that a structure's size in voxels is its physical size wherever it comes from
+    voxel_size = (
+        median_spacing([f for folder in label_folders for f in label_map_files(folder)]) if label_folders else None
+    )
+    training = [pool_from_folder(folder, canvas, voxel_size) for folder in label_folders]
     training += [pool_from_synthetic(synthetic, seed, canvas)] if synthetic > 0 else []
     return StructurePool.concatenate(training), held_out_pool(seed, canvas)
 
