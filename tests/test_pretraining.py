@@ -318,6 +318,8 @@ def test_resume_continues_exactly_where_the_run_stopped(spec, pool, tmp_path):
         pretrain(quick_settings(tmp_path / "resumed.pth", steps=5, resume=True), spec, other_data, pool)
     with pytest.raises(CheckpointError, match="init None -> 'anatomix'"):
         pretrain(quick_settings(tmp_path / "resumed.pth", steps=5, resume=True, init="anatomix"), spec, pool, pool)
+    with pytest.raises(CheckpointError, match="is at step 4, beyond --steps 3"):
+        pretrain(quick_settings(tmp_path / "resumed.pth", steps=3, resume=True), spec, pool, pool)
     with pytest.raises(CheckpointError, match="lr_decay_fraction 0.2 -> 0.5"):
         pretrain(
             quick_settings(tmp_path / "resumed.pth", steps=5, resume=True, lr_decay_fraction=0.5), spec, pool, pool
@@ -441,7 +443,7 @@ def test_bad_label_input_is_refused_with_a_sentence(tmp_path):
         pool_from_folder(empty)
     with pytest.raises(LabelMapError, match="does not exist"):
         pool_from_folder(tmp_path / "missing")
-    images = tmp_path / "imagesTr"
+    images = tmp_path / "scans"
     images.mkdir()
     sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(0).random((8, 8, 8))), str(images / "a.nii.gz"))
     with pytest.raises(LabelMapError, match="non-integer"):

@@ -122,13 +122,42 @@ def test_a_dataset_root_gives_its_label_maps_not_its_images(tmp_path: Path) -> N
     (root / "imagesTr").mkdir(parents=True)
     sitk.WriteImage(mr, str(root / "imagesTr" / "case_000_0000.nii.gz"))
     _write_structure(root / "labelsTr" / "case_000.nii.gz", (6, 6, 6), (1.0, 1.0, 1.0))
-    assert len(pool_from_folder(root, canvas=16)) == 1
+    pool = pool_from_folder(root, canvas=16)
+    assert len(pool) == 1 and "1 images beside them left out" in pool.sources[0]
     total = tmp_path / "totalsegmentator"
     _write_structure(total / "s0001" / "segmentations" / "liver.nii.gz", (6, 6, 6), (1.0, 1.0, 1.0))
     sitk.WriteImage(sitk.GetImageFromArray(np.full((8, 8, 8), -1000, np.int16)), str(total / "s0001" / "ct.nii.gz"))
     assert len(pool_from_folder(total, canvas=16)) == 1
-    with pytest.raises(LabelMapError, match="more than 1000 distinct values, so it is an image"):
+    with pytest.raises(LabelMapError, match="is nnU-Net's image folder; --labels takes label maps"):
         pool_from_folder(root / "imagesTr", canvas=16)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    sitk.WriteImage(mr, str(scans / "case_000_0000.nii.gz"))
+    with pytest.raises(LabelMapError, match="more than 1000 distinct values, so it is an image"):
+        pool_from_folder(scans, canvas=16)
+    only_images = tmp_path / "only_images"
+    (only_images / "imagesTr").mkdir(parents=True)
+    sitk.WriteImage(mr, str(only_images / "imagesTr" / "case_000_0000.nii.gz"))
+    with pytest.raises(LabelMapError, match="1 files were left out as images"):
+        pool_from_folder(only_images, canvas=16)
+
+
+def test_symlinked_label_folders_are_followed_and_overlapping_ones_refused(tmp_path: Path) -> None:
+    """A dataset root whose labelsTr is a symlink (data kept elsewhere) is read; a folder given twice, or with a
+    folder inside it, would count its maps twice."""
+    from nnunetv2_dropgen.pretraining.pool import training_and_held_out_pools
+
+    _write_structure(tmp_path / "elsewhere" / "case_000.nii.gz", (6, 6, 6), (1.0, 1.0, 1.0))
+    root = tmp_path / "Dataset002_Linked"
+    root.mkdir()
+    (root / "labelsTr").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "labelsTr" / "loop").symlink_to(root, target_is_directory=True)  # a cycle ends
+    assert len(pool_from_folder(root, canvas=16)) == 1
+    with pytest.raises(LabelMapError, match="given twice"):
+        training_and_held_out_pools([root, root], 0, seed=0, canvas=16)
+    for folders in ([tmp_path / "elsewhere", root / "labelsTr"], [root, tmp_path / "elsewhere"]):
+        with pytest.raises(LabelMapError, match="overlap .* so their label maps would count twice"):
+            training_and_held_out_pools(folders, 0, seed=0, canvas=16)
 
 
 def test_composed_structures_keep_their_relative_size(pool) -> None:

@@ -275,20 +275,34 @@ def test_a_source_file_that_cannot_be_read_is_not_blamed_on_the_cache(
 
     from nnunetv2_dropgen.weights import store
 
-    def refuse_the_copy(file, *args, **kwargs):
-        if Path(file) == good:
-            raise PermissionError(13, "Permission denied", str(file))
-        return builtins.open(file, *args, **kwargs)
+    class FailingRead:
+        def __enter__(self):
+            return self
 
-    monkeypatch.setattr(store, "open", refuse_the_copy, raising=False)
-    monkeypatch.setenv("DROPGEN_CACHE_DIR", str(tmp_path / "cache"))
-    with registered_extractor(_spec("testmix-dev", unchecked)):
-        assert main(["weights", "install", "testmix-dev", str(good)]) == 1
-    error = capsys.readouterr().err
-    assert error.startswith(f"error: Cannot install testmix-dev.pth: {good} cannot be read (")
-    assert "Traceback" not in error
-    assert "weights cache" not in error and "DROPGEN_CACHE_DIR" not in error
-    assert not any((tmp_path / "cache").rglob("*.pth"))
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            raise OSError(5, "Input/output error")
+
+    for failure in (PermissionError(13, "Permission denied", str(good)), None):  # on opening; while reading
+
+        def refuse_the_copy(file, *args, failure=failure, **kwargs):
+            if Path(file) != good:
+                return builtins.open(file, *args, **kwargs)
+            if failure is not None:
+                raise failure
+            return FailingRead()
+
+        monkeypatch.setattr(store, "open", refuse_the_copy, raising=False)
+        monkeypatch.setenv("DROPGEN_CACHE_DIR", str(tmp_path / "cache"))
+        with registered_extractor(_spec("testmix-dev", unchecked)):
+            assert main(["weights", "install", "testmix-dev", str(good)]) == 1
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: Cannot install testmix-dev.pth: {good} cannot be read (")
+        assert "Traceback" not in error
+        assert "weights cache" not in error and "DROPGEN_CACHE_DIR" not in error
+        assert not any((tmp_path / "cache").rglob("*.pth"))
 
 
 def test_load_strips_the_torch_compile_prefix(tmp_path: Path) -> None:

@@ -259,6 +259,12 @@ def _check_resumable(
             f"the checkpoint {path} was written with other settings ({'; '.join(differ)}); resume with the "
             "same settings, or give another --out to start a new run."
         )
+    if settings.steps < int(state["step"]):
+        raise CheckpointError(
+            f"the checkpoint {path} is at step {state['step']}, beyond --steps {settings.steps}: a run cannot be "
+            f"resumed to fewer steps than it has trained. Give --steps {state['step']} or more (its weights at "
+            f"step {state['step']} are in --out already)."
+        )
 
 
 def warm_restart_warning(state: dict[str, Any], settings: PretrainSettings) -> str | None:
@@ -271,7 +277,7 @@ def warm_restart_warning(state: dict[str, Any], settings: PretrainSettings) -> s
     step, steps = int(state["step"]), recorded.get("steps")
     if not steps or settings.steps <= steps:
         return None
-    before = learning_rate_factor(step - 1, steps, settings.lr_decay_fraction) if step else 1.0
+    before = learning_rate_factor(min(step, steps) - 1, steps, settings.lr_decay_fraction) if step else 1.0
     after = learning_rate_factor(step, settings.steps, settings.lr_decay_fraction)
     if before >= 1.0 or after <= before:
         return None

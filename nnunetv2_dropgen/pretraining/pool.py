@@ -10,7 +10,8 @@ folder (TotalSegmentator's layout).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".tif
 MAX_LABELS = 1000
 """More distinct values than this and a file is an image, not a label map (TotalSegmentator has 117 classes,
 FreeSurfer's aparc+aseg about 110 values up to 2035)."""
+MAX_LABEL_VALUE = 100_000
+"""The largest label value read: finding the structures costs memory for every value up to the largest."""
 
 
 HELD_OUT_STREAM = 7_919
@@ -125,15 +128,20 @@ def structures_of(
     return cubes, extents
 
 
+def _unreadable(path: Path, exc: RuntimeError) -> LabelMapError:
+    """SimpleITK's error in its first two lines (the second often says why, e.g. a zero spacing)."""
+    message = " ".join(line.strip() for line in str(exc).strip().splitlines()[:2]) or type(exc).__name__
+    return LabelMapError(
+        f"SimpleITK cannot read the label map {path} ({message}); fix or remove the file from the folder."
+    )
+
+
 def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """A 3D integer label map as a (z, y, x) array and its voxel spacing in the same order."""
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LabelMapError(
-            f"SimpleITK cannot read the label map {path} ({first}); fix or remove the file from the folder."
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise LabelMapError(
             f"{path} is not a 3D single-channel label map (dimension {image.GetDimension()}, "
@@ -151,6 +159,11 @@ def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
         raise LabelMapError(
             f"{path} holds negative values, so it is an image (a CT in Hounsfield units?) rather than a label map: "
             "label maps use 0 for background and positive integers. Point --labels at folders of label maps."
+        )
+    if array.max() > MAX_LABEL_VALUE:
+        raise LabelMapError(
+            f"{path} holds label values up to {array.max()}; above {MAX_LABEL_VALUE} they cost memory for every "
+            "value below them: renumber the labels (e.g. 1, 2, 3, ...)."
         )
     if array.max() > MAX_LABELS and np.unique(array).size > MAX_LABELS:
         raise LabelMapError(
@@ -171,11 +184,11 @@ def label_map_spacing(path: Path) -> tuple[float, float, float]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LabelMapError(
-            f"SimpleITK cannot read the label map {path} ({first}); fix or remove the file from the folder."
-        ) from exc
-    return _zyx(reader.GetSpacing())
+        raise _unreadable(path, exc) from exc
+    spacing = _zyx(reader.GetSpacing())
+    if not all(s > 0 for s in spacing):
+        raise LabelMapError(f"{path} has voxel spacing {spacing} in its header; spacings must be positive.")
+    return spacing
 
 
 def median_spacing(files: Sequence[Path]) -> float:
@@ -183,38 +196,83 @@ def median_spacing(files: Sequence[Path]) -> float:
     return float(np.median([s for path in files for s in label_map_spacing(path)]))
 
 
+IMAGE_FOLDERS = ("imagestr", "imagests")
+"""nnU-Net's image folders (compared lower-case): left out of a dataset root given as --labels, refused as one."""
+
+
 def is_image_file(path: Path, folder: Path) -> bool:
     """Whether `path` (inside `folder`) is one of the images that sit beside label maps in the layouts users point
     --labels at: nnU-Net's imagesTr/imagesTs, and TotalSegmentator's `<case>/ct.nii.gz` beside `segmentations/`."""
     inside = path.relative_to(folder).parts[:-1]
-    return any(part.startswith("images") for part in inside) or (path.parent / "segmentations").is_dir()
+    return any(part.lower() in IMAGE_FOLDERS for part in inside) or (path.parent / "segmentations").is_dir()
 
 
-def label_map_files(folder: str | Path) -> list[Path]:
+@dataclass(frozen=True)
+class LabelFiles:
+    """The label maps of a --labels folder, and the images found beside them and left out."""
+
+    maps: list[Path]
+    images_left_out: int
+
+
+def _candidate_files(folder: Path) -> Iterator[Path]:
+    """Files below `folder`, symlinked folders followed (each real folder once, so a cycle ends)."""
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in names:
+            if not name.startswith(".") and name.endswith(LABEL_MAP_SUFFIXES):
+                yield Path(root) / name
+
+
+def label_map_files(folder: str | Path) -> LabelFiles:
     """The label-map files in `folder` and its subfolders, sorted; a clear error when there are none.
 
-    Recursive, so TotalSegmentator's layout (one folder per case, one file per structure) reads as it is, and a
-    dataset's root may be given: its images (`is_image_file`) are left out.
+    Recursive (symlinked folders followed), so TotalSegmentator's layout (one folder per case, one file per
+    structure) reads as it is, and a dataset's root may be given: its images (`is_image_file`) are left out.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise LabelMapError(
             f"the label folder {folder} does not exist or is not a folder; give a folder of label maps."
         )
-    files = sorted(
-        p
-        for p in folder.rglob("*")
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.name.endswith(LABEL_MAP_SUFFIXES)
-        and not is_image_file(p, folder)
-    )
-    if not files:
+    if folder.resolve().name.lower() in IMAGE_FOLDERS:
         raise LabelMapError(
-            f"the label folder {folder} holds no label maps (files ending in {', '.join(LABEL_MAP_SUFFIXES)}); "
-            "point --labels at a folder such as an nnU-Net dataset's labelsTr."
+            f"{folder} is nnU-Net's image folder; --labels takes label maps: give the dataset's labelsTr (or its root)."
         )
-    return files
+    found = sorted(p for p in _candidate_files(folder) if p.is_file())
+    maps = [p for p in found if not is_image_file(p, folder)]
+    if not maps:
+        left_out = (
+            f" ({len(found)} files were left out as images: those under imagesTr/imagesTs, and TotalSegmentator's "
+            "beside segmentations/)"
+            if found
+            else ""
+        )
+        raise LabelMapError(
+            f"the label folder {folder} holds no label maps (files ending in {', '.join(LABEL_MAP_SUFFIXES)}"
+            f"){left_out}; point --labels at a folder such as an nnU-Net dataset's labelsTr."
+        )
+    return LabelFiles(maps, len(found) - len(maps))
+
+
+def _refuse_overlapping(listed: dict[Path, LabelFiles]) -> None:
+    """--labels folders that share a label map (the same folder twice, one inside another, or through a symlink)
+    would count its structures twice."""
+    owner: dict[str, Path] = {}
+    for folder, files in listed.items():
+        for path in files.maps:
+            first = owner.setdefault(os.path.realpath(path), folder)
+            if first != folder:
+                raise LabelMapError(
+                    f"--labels {first} and {folder} overlap ({path} is in both), so their label maps would count "
+                    "twice; give each folder once, and not a folder together with one inside it."
+                )
 
 
 def pool_from_folder(
@@ -226,7 +284,8 @@ def pool_from_folder(
     voxel spacing of the maps, so structures keep their native size in voxels, as anatomix's templates do.
     Maps are read one at a time (the default spacing comes from their headers).
     """
-    files = label_map_files(folder)
+    listed = label_map_files(folder)
+    files = listed.maps
     if voxel_size is None:
         voxel_size = median_spacing(files)
     if voxel_size <= 0:
@@ -246,7 +305,9 @@ def pool_from_folder(
         torch.tensor(extents, dtype=torch.float32),
         (
             f"{len(files)} label maps in {Path(folder).resolve()} ({len(cubes)} structures, grid spacing "
-            f"{voxel_size:g})",
+            f"{voxel_size:g}"
+            + (f"; {listed.images_left_out} images beside them left out" if listed.images_left_out else "")
+            + ")",
         ),
     )
 
@@ -313,9 +374,12 @@ def training_and_held_out_pools(
             "give label maps to pretrain on: --labels DIR (e.g. an nnU-Net labelsTr) and/or --synthetic N."
         )
     # one grid for every folder, so that a structure's size in voxels is its physical size wherever it comes from
-    voxel_size = (
-        median_spacing([f for folder in label_folders for f in label_map_files(folder)]) if label_folders else None
-    )
+    if len(set(map(str, label_folders))) < len(label_folders):
+        raise LabelMapError("a --labels folder was given twice, so its label maps would count twice; give it once.")
+    listed = {Path(folder): label_map_files(folder) for folder in label_folders}
+    _refuse_overlapping(listed)
+    maps = [path for files in listed.values() for path in files.maps]
+    voxel_size = median_spacing(maps) if maps else None
     training = [pool_from_folder(folder, canvas, voxel_size) for folder in label_folders]
     training += [pool_from_synthetic(synthetic, seed, canvas)] if synthetic > 0 else []
     return StructurePool.concatenate(training), held_out_pool(seed, canvas)

@@ -238,22 +238,22 @@ def install_weights(
     revision = requested_revision(source, revision)
     given = Path(path).expanduser()
     target = cache_path(source, revision)
-    if not given.is_file():
-        raise WeightsMissing(
-            f"Cannot install {source.filename}: {given} does not exist or is not a file. Give the path of a copy "
-            f"of {source.filename}."
-        )
     try:
-        reading = open(given, "rb")  # opened before the cache guard: a file we cannot read is not the cache's fault
+        if not given.is_file():
+            raise WeightsMissing(
+                f"Cannot install {source.filename}: {given} does not exist or is not a file. Give the path of a copy "
+                f"of {source.filename}."
+            )
+        with open(given, "rb") as reading:  # read whole before the cache guard: a read error is not the cache's
+            content = reading.read()
     except OSError as exc:
         raise WeightsUnreadable(
             f"Cannot install {source.filename}: {given} cannot be read ({short_error(exc)}). Make it readable, or "
             f"give the path of another copy of {source.filename}."
         ) from exc
     origin = f"cache (installed from {given})"
-    with reading, _writing_cache(source, target), temporary_beside(target) as temporary:
-        with open(temporary, "wb") as writing:
-            shutil.copyfileobj(reading, writing)
+    with _writing_cache(source, target), temporary_beside(target) as temporary:
+        temporary.write_bytes(content)
         verdict = judge(source.name, source, temporary, Place.INSTALL, origin=str(given), revision=revision)
         verdict.enforce()
         if check is not None:
