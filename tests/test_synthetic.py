@@ -432,6 +432,37 @@ def test_cli_reports_refused_parameters(tmp_path: Path, capsys: pytest.CaptureFi
     assert "overwrite" in capsys.readouterr().err
 
 
+def test_dataset_ids_nnunet_would_confuse_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nnU-Net finds dataset 901 by the prefix Dataset901, so Dataset9010 is found as 901 too; and it looks ids up
+    in nnUNet_preprocessed and nnUNet_results as well as in nnUNet_raw."""
+    with pytest.raises(ValueError, match="between 1 and 999"):
+        generate_dataset(tmp_path, dataset_id=9010, **SMALL)
+    results = tmp_path / "results"
+    (results / "Dataset502_Other").mkdir(parents=True)
+    monkeypatch.setenv("nnUNet_results", str(results))
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path / "raw"))
+    with pytest.raises(ValueError, match="Dataset502_Other already uses dataset id 502"):
+        generate_dataset(tmp_path / "raw", dataset_id=502, **SMALL)
+    assert generate_dataset(tmp_path / "demo_raw", dataset_id=502, **SMALL).is_dir(), "a folder of its own"
+    (results / "Dataset503_DropGenSynthetic").mkdir()  # its own results: fine
+    assert generate_dataset(tmp_path / "raw", dataset_id=503, **SMALL).is_dir()
+
+
+def test_cli_notes_what_small_datasets_cannot_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = tiny_cli_arguments(tmp_path)
+    args = _parser().parse_args([*base, "--num-labels", "1", "--domains", "remapped"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "fewer than nnU-Net's 5 cross-validation folds need: train fold all" in out
+    assert "remapped swaps structure and background, as inverted does" in out
+    args = _parser().parse_args(
+        [*base, "--num-train", "5", "--dataset-id", "9", "--cross-modality", "--num-labels", "2"]
+    )
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "mr_t1 and mr_t2 order the structures alike" in out and "cross-validation folds" not in out
+
+
 def test_cross_modality_data_train_on_ct_and_test_on_mr_like_domains(tmp_path: Path) -> None:
     """A CT source in Hounsfield-like units with its channel named CT (so nnU-Net plans CTNormalization) and
     MR-like targets that no affine intensity map of the CT reaches: only shape carries a label across."""

@@ -94,6 +94,21 @@ def _make_synthetic(args: argparse.Namespace) -> int:
     for name in description["domains"]:
         print(f"  imagesTs_{name}/labelsTs_{name}: {parameters['num_test_per_domain']} cases")
     print(f"  domain parameters: {folder / DOMAINS_FILE}")
+    if parameters["num_train"] < 5:
+        print(
+            f"  Note: {parameters['num_train']} training cases are fewer than nnU-Net's 5 cross-validation folds "
+            "need: train fold all (nnUNetv2_train ... all), or write a split with nnunetv2_dropgen splits."
+        )
+    if args.cross_modality and parameters["num_labels"] < 3:
+        print(
+            f"  Note: with {parameters['num_labels']} label(s), mr_t1 and mr_t2 order the structures alike: use 3 "
+            "or more labels for two MR contrasts that differ."
+        )
+    elif parameters["num_labels"] == 1 and "remapped" in description["domains"]:
+        print(
+            "  Note: with 1 label, remapped swaps structure and background, as inverted does: use 2 or more labels "
+            "for a remapping that is not an inversion."
+        )
     dataset_id = parameters["dataset_id"]
     print(f"Next: nnUNetv2_plan_and_preprocess -d {dataset_id} --verify_dataset_integrity")
     if args.cross_modality:

@@ -10,6 +10,7 @@ structure in every case (LABEL_KINDS), so a label can be recognised by its shape
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,9 +84,14 @@ def _resolve_domains(
 
 
 def _check_id_unused(out_raw_dir: Path, dataset_id: int, name: str) -> None:
-    """Refuse a second dataset with the same id: nnU-Net finds datasets by id and would be ambiguous."""
+    """Refuse a second dataset with the same id: nnU-Net finds datasets by id and would be ambiguous. Written into
+    this environment's nnUNet_raw, the id is looked up in its nnUNet_preprocessed and nnUNet_results too, as nnU-Net
+    does (a demo or benchmark writing into a folder of its own has folders of its own)."""
     prefix = f"Dataset{dataset_id:03d}_"
-    for folder in sorted(out_raw_dir.glob(f"{prefix}*")):
+    roots = [out_raw_dir]
+    if os.environ.get("nnUNet_raw") and Path(os.environ["nnUNet_raw"]).resolve() == out_raw_dir.resolve():
+        roots += [Path(os.environ[v]) for v in ("nnUNet_preprocessed", "nnUNet_results") if os.environ.get(v)]
+    for folder in sorted(f for root in roots for f in root.glob(f"{prefix}*")):
         if folder.is_dir() and folder.name != f"{prefix}{name}":
             raise ValueError(
                 f"{folder} already uses dataset id {dataset_id}; nnU-Net could not tell the two apart. "
@@ -138,8 +144,11 @@ def generate_dataset(
         raise ValueError(f"shape and spacing need three values (z, y, x); got {shape} and {spacing}.")
     if min(spacing) <= 0:
         raise ValueError(f"spacing must be positive, got {spacing}.")
-    if dataset_id < 1:
-        raise ValueError(f"dataset_id must be a positive integer, got {dataset_id}.")
+    if not 1 <= dataset_id <= 999:
+        raise ValueError(
+            f"dataset_id must be between 1 and 999, got {dataset_id}: nnU-Net finds a dataset by the prefix "
+            "Dataset<id:03d>, so Dataset9010 would also be found as dataset 901."
+        )
     if not name or not all(c.isalnum() or c in "-_" for c in name):
         raise ValueError(f"name {name!r} must be non-empty and use only letters, digits, '_' and '-'.")
     if num_train < 1 or num_test_per_domain < 0:
