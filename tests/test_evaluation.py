@@ -617,3 +617,16 @@ def test_evaluate_scores_a_dropgen_cascade_predicting_its_previous_stage_itself(
     assert (lowres / "case002.nii.gz").is_file(), "the previous stage was predicted first"
     cascade = out / "predictions" / f"{trainer}__nnUNetPlans__3d_cascade_fullres__fold_all__checkpoint_final" / "site"
     assert json.loads((cascade / SOURCE_FILE).read_text())["previous_stage"] == str(lowres)
+
+
+def test_the_figure_draws_unannotated_voxels_as_background() -> None:
+    """With an ignore label (sparse annotations), the slice with the most unannotated voxels was picked and they
+    were drawn in the colour of the highest label."""
+    from nnunetv2_dropgen.evaluation.figure import annotated, best_slice
+
+    reference = np.zeros((3, 4, 4), dtype=np.uint8)
+    reference[0] = 3  # unannotated everywhere
+    reference[2, :2, :2] = 1  # the annotated structure
+    shown = annotated(reference, ignore_label=3)
+    assert best_slice(shown) == 2 and int(shown.max()) == 1
+    assert annotated(reference, None) is reference

@@ -9,6 +9,7 @@ pretraining, anatomix's six supervised taps, and the learning-rate schedule. CPU
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,22 @@ def test_a_dataset_root_gives_its_label_maps_not_its_images(tmp_path: Path) -> N
     sitk.WriteImage(mr, str(only_images / "imagesTr" / "case_000_0000.nii.gz"))
     with pytest.raises(LabelMapError, match="1 files were left out as images"):
         pool_from_folder(only_images, canvas=16)
+
+
+def test_the_ignore_label_of_sparse_annotations_is_no_structure(tmp_path: Path) -> None:
+    """nnU-Net's ignore label marks unannotated voxels: read from the dataset.json beside labelsTr, it is left out
+    (it was learnt as a 'shape', usually the largest of all)."""
+    labels = np.zeros((20, 20, 20), dtype=np.uint8)
+    labels[2:8, 2:8, 2:8] = 1
+    labels[10:, :, :] = 2  # unannotated
+    root = tmp_path / "Dataset004_Sparse"
+    (root / "labelsTr").mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(labels), str(root / "labelsTr" / "case_000.nii.gz"))
+    assert len(pool_from_folder(root / "labelsTr", canvas=16)) == 2
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "organ": 1, "ignore": 2}}))
+    pool = pool_from_folder(root / "labelsTr", canvas=16)
+    assert len(pool) == 1 and "ignore label 2 left out" in pool.sources[0]
+    assert len(pool_from_folder(root, canvas=16)) == 1
 
 
 def test_symlinked_label_folders_are_followed_and_overlapping_ones_refused(tmp_path: Path) -> None:

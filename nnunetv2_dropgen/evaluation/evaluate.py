@@ -23,7 +23,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from tqdm import tqdm
 
 from nnunetv2_dropgen.evaluation.errors import EvaluationError
-from nnunetv2_dropgen.evaluation.figure import SliceRow, best_slice, save_figure
+from nnunetv2_dropgen.evaluation.figure import SliceRow, annotated, best_slice, save_figure
 from nnunetv2_dropgen.evaluation.files import write_json_atomic, write_text_atomic
 from nnunetv2_dropgen.evaluation.metrics import (
     DiceStats,
@@ -268,7 +268,8 @@ def _example_row(plan: _Plan, test_set: TestSet, panels: SlicePanels | None) -> 
     """The first case of a test set at the slice with the most foreground."""
     file_ending = plan.dataset_json["file_ending"]
     case = test_set.cases[0]
-    ground_truth = plan.reader.read_seg(str(test_set.labels / f"{case}{file_ending}"))[0][0]
+    reference = plan.reader.read_seg(str(test_set.labels / f"{case}{file_ending}"))[0][0]
+    ground_truth = annotated(reference, plan.label_manager.ignore_label)
     index = best_slice(ground_truth)
     image, _ = plan.reader.read_images([str(test_set.images / f"{case}_0000{file_ending}")])
     predictions = [

@@ -48,6 +48,12 @@ class SliceRow:
     extra: Sequence[tuple[str, np.ndarray]] = field(default_factory=tuple)
 
 
+def annotated(ground_truth: np.ndarray, ignore_label: int | None) -> np.ndarray:
+    """The reference as drawn: nnU-Net's ignore label (unannotated voxels) as background, so it neither takes the
+    colour of a label nor counts as foreground when the slice is picked."""
+    return ground_truth if ignore_label is None else np.where(ground_truth == ignore_label, 0, ground_truth)
+
+
 def best_slice(ground_truth: np.ndarray) -> int:
     """Index along the first axis of the slice with the most foreground: the most to look at."""
     return int(np.argmax((ground_truth > 0).reshape(ground_truth.shape[0], -1).sum(axis=1)))

@@ -10,6 +10,7 @@ folder (TotalSegmentator's layout).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -113,14 +114,14 @@ def fit_structure(mask: np.ndarray, spacing: Sequence[float], canvas: int) -> to
 
 
 def structures_of(
-    labels: np.ndarray, spacing: Sequence[float], canvas: int, voxel_size: float
+    labels: np.ndarray, spacing: Sequence[float], canvas: int, voxel_size: float, ignore_label: int | None = None
 ) -> tuple[list[torch.Tensor], list[float]]:
-    """Every non-zero label of one (z, y, x) label map as a fitted cube, with its longest side in voxels of
-    `voxel_size` (the pretraining grid's spacing, in the units of `spacing`)."""
+    """Every non-zero label of one (z, y, x) label map but `ignore_label` as a fitted cube, with its longest side
+    in voxels of `voxel_size` (the pretraining grid's spacing, in the units of `spacing`)."""
     boxes = ndimage.find_objects(labels.astype(np.int64, copy=False))
     cubes, extents = [], []
     for value, box in enumerate(boxes, start=1):
-        if box is None:
+        if box is None or value == ignore_label:
             continue
         mask = labels[box] == value
         cubes.append(fit_structure(mask, spacing, canvas))
@@ -275,6 +276,20 @@ def _refuse_overlapping(listed: dict[Path, LabelFiles]) -> None:
                 )
 
 
+def dataset_ignore_label(folder: Path) -> int | None:
+    """nnU-Net's ignore label (sparse annotations: the unannotated voxels) from the dataset.json in `folder` or
+    beside it (a labelsTr's dataset root), or None: unannotated voxels are no structure to learn."""
+    for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
+        if candidate.is_file():
+            try:
+                labels = json.loads(candidate.read_text()).get("labels", {})
+            except (OSError, ValueError) as exc:
+                raise LabelMapError(f"{candidate} cannot be read as nnU-Net's dataset.json ({exc}).") from exc
+            ignore = labels.get("ignore") if isinstance(labels, dict) else None
+            return int(ignore) if isinstance(ignore, int) and not isinstance(ignore, bool) else None
+    return None
+
+
 def pool_from_folder(
     folder: str | Path, canvas: int = DEFAULT_CANVAS, voxel_size: float | None = None
 ) -> StructurePool:
@@ -292,8 +307,9 @@ def pool_from_folder(
         raise LabelMapError(f"the voxel size of the pretraining grid must be positive; got {voxel_size}.")
     cubes: list[torch.Tensor] = []
     extents: list[float] = []
+    ignore_label = dataset_ignore_label(Path(folder))
     for path in files:
-        found, sizes = structures_of(*read_label_map(path), canvas, voxel_size)
+        found, sizes = structures_of(*read_label_map(path), canvas, voxel_size, ignore_label)
         cubes += found
         extents += sizes
     if not cubes:
@@ -307,6 +323,7 @@ def pool_from_folder(
             f"{len(files)} label maps in {Path(folder).resolve()} ({len(cubes)} structures, grid spacing "
             f"{voxel_size:g}"
             + (f"; {listed.images_left_out} images beside them left out" if listed.images_left_out else "")
+            + (f"; ignore label {ignore_label} left out" if ignore_label is not None else "")
             + ")",
         ),
     )
