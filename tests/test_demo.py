@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
@@ -152,3 +153,38 @@ def test_tiny_demo_end_to_end_offline(tmp_path: Path) -> None:
     assert source[dropgen] > 0.8 and source["nnU-Net (ERM)"] > 0.9 and source["nnU-Net DA5"] > 0.9, source
     assert "## Shipped with the package: the same comparison after 20000 iterations per model" in out
     assert "These models come from benchmarks/bench_domain_shift.py" in out and "over the last fifth: flat" in out
+
+
+def test_a_stopped_demo_step_stops_its_nnunet_command(tmp_path: Path) -> None:
+    """Ctrl-C (or a stop sent to the demo alone) while a step runs: the child, e.g. nnUNetv2_train, must not go
+    on writing into the model folder a rerun trains again."""
+    from nnunetv2_dropgen.demo.commands import run_logged
+
+    class StopWhenItRuns:
+        n = 0
+
+        def update(self, count: int) -> None:
+            raise KeyboardInterrupt
+
+    log = tmp_path / "step.log"
+    child = "import os, time; print('pid', os.getpid(), flush=True); print('Epoch time', flush=True); time.sleep(60)"
+    with pytest.raises(KeyboardInterrupt):
+        run_logged("a step", [sys.executable, "-c", child], log, dict(os.environ), StopWhenItRuns(), r"Epoch time")
+    pid = int(log.read_text().split("pid ")[1].split()[0])
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_the_demos_data_messages_name_what_applies(tmp_path: Path) -> None:
+    """The generator's refusal named --overwrite, which the demo does not have, and every error said the demo
+    reuses a dataset, also when nothing existed to reuse."""
+    from nnunetv2_dropgen.demo import run
+
+    settings = run.DemoSettings(tmp_path, "tiny", "cpu", 1, 1, (16, 16, 16))
+    run._generate(settings, tmp_path / "nnUNet_raw")
+    with pytest.raises(run.DemoError) as changed:
+        run._generate(dataclasses.replace(settings, num_train=2), tmp_path / "nnUNet_raw")
+    assert "--overwrite" not in str(changed.value) and f"delete {tmp_path} to start over" in str(changed.value)
+    with pytest.raises(run.DemoError) as small:
+        run._generate(dataclasses.replace(settings, shape=(4, 4, 4)), tmp_path / "other" / "nnUNet_raw")
+    assert "reuses" not in str(small.value)

@@ -135,15 +135,18 @@ def test_a_failure_of_the_shipped_models_step_becomes_a_note_and_keeps_the_demos
     from nnunetv2_dropgen.demo import run
     from nnunetv2_dropgen.evaluation import EvaluationRequest
 
-    def fail(results: Path) -> None:
-        raise ShippedModelsError("The shipped model file X is missing. Reinstall.")
+    failures = [
+        (ShippedModelsError("The shipped model file X is missing. Reinstall."), ": The shipped model file X is"),
+        (RuntimeError("CUDA out of memory"), " (RuntimeError: CUDA out of memory)."),  # any error, not only ours
+    ]
+    for error, said in failures:
 
-    monkeypatch.setattr(run, "install_shipped_models", fail)
-    settings = run.DemoSettings(tmp_path, "tiny", "cpu", 1, 1, (32, 32, 32))
-    tour = EvaluationRequest(dataset=501, models=[])
-    env = {"nnUNet_results": str(tmp_path / "results")}
-    result, note = run._evaluate_shipped(settings, tmp_path, tour, load_manifest(), env, tmp_path / "Dataset501_X")
-    assert (
-        result is None
-        and note == "The shipped models could not be evaluated: The shipped model file X is missing. Reinstall."
-    )
+        def fail(results: Path, error: Exception = error) -> None:
+            raise error
+
+        monkeypatch.setattr(run, "install_shipped_models", fail)
+        settings = run.DemoSettings(tmp_path, "tiny", "cpu", 1, 1, (32, 32, 32))
+        tour = EvaluationRequest(dataset=501, models=[])
+        env = {"nnUNet_results": str(tmp_path / "results")}
+        result, note = run._evaluate_shipped(settings, tmp_path, tour, load_manifest(), env, tmp_path / "Dataset501_X")
+        assert result is None and note.startswith("The shipped models could not be evaluated" + said)

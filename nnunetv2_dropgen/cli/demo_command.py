@@ -110,6 +110,18 @@ def _demo(args: argparse.Namespace) -> int:
     except (WeightsError, DemoError, StepFailed, EvaluationError, ShippedModelsError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; a rerun with the same --workdir ({settings.workdir}) trains both models again",
+            file=sys.stderr,
+        )
+        return 130
+    except OSError as exc:
+        print(
+            f"error: cannot write the demo's files ({exc}); give a folder you can write with --workdir.",
+            file=sys.stderr,
+        )
+        return 1
     trained = demo_iterations(settings.schedule)
     print(f"\n## Trained in this demo: {trained} iterations per model (a tour of every step, not a verdict)\n")
     print(result.table)

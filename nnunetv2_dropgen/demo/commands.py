@@ -109,18 +109,23 @@ def run_logged(
         handle.write("$ " + " ".join(args) + "\n")
         handle.flush()
         process = subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=dict(env))
-        while True:
-            try:
-                returncode = process.wait(timeout=_POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                if progress is not None and pattern is not None:
-                    _follow(progress, pattern, log)
+        try:
+            while True:
+                try:
+                    returncode = process.wait(timeout=_POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    if progress is not None and pattern is not None:
+                        _follow(progress, pattern, log)
+        except BaseException:  # Ctrl-C, or a stop sent to the demo alone: the step must not go on writing
+            process.terminate()
+            process.wait()
+            raise
     if progress is not None and pattern is not None:
         _follow(progress, pattern, log)
     if returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-        print(f"--- last {len(tail)} lines of {log} ---", *tail, "---", sep="\n", file=sys.stderr)
+        tqdm.write("\n".join([f"--- last {len(tail)} lines of {log} ---", *tail, "---"]), file=sys.stderr)
         raise StepFailed(step, log, returncode)
 
 

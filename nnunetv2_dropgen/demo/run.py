@@ -19,7 +19,7 @@ from tqdm import tqdm
 from nnunetv2_dropgen.demo.commands import cpu_processes, in_process, nnunet_command, nnunet_environment, run_logged
 from nnunetv2_dropgen.demo.figure import feature_panels
 from nnunetv2_dropgen.demo.shipped import ShippedManifest, ShippedModelsError, install_shipped_models, load_manifest
-from nnunetv2_dropgen.demo.trainers import demo_epochs, demo_trainer_names
+from nnunetv2_dropgen.demo.trainers import demo_epochs, demo_iterations, demo_trainer_names
 from nnunetv2_dropgen.evaluation import (
     EvaluationError,
     EvaluationRequest,
@@ -147,7 +147,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         plan = [nnunet_command("nnUNetv2_plan_and_preprocess"), "-d", str(settings.dataset_id), "-c", CONFIGURATION]
         run_logged(
             "planning and preprocessing",
-            [*plan, "-np", processes, "-npfp", processes],
+            [*plan, "-np", processes, "-npfp", processes, "--clean"],  # never a fingerprint of earlier data
             logs / "plan_and_preprocess.log",
             env,
         )
@@ -168,7 +168,13 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         overall.update()
 
         next_step()
-        shipped, note = None, f"The shipped models were not evaluated: they were trained on other data ({mismatch})."
+        shipped, note = (
+            None,
+            (
+                f"The shipped models were not evaluated: they were trained on other data ({mismatch}); "
+                f"--shape {' '.join(map(str, manifest.data['shape']))} makes data they suit."
+            ),
+        )
         if mismatch is None:
             with in_process(env):
                 shipped, note = _evaluate_shipped(settings, workdir, request, manifest, env, dataset)
@@ -232,7 +238,10 @@ def _request(
     """Every domain is a test set (the source one in-domain); predictions and results go into the working folder."""
     model = convert_trainer_plans_config_to_identifier(trainers[0], settings.plans, CONFIGURATION)
     model_folder = Path(env["nnUNet_results"]) / dataset.name / model
-    title = f"Trained on '{SOURCE_DOMAIN}' only ({trainers[0]} vs {trainers[1]}); DropGen's extractor: {weights.name}"
+    title = (
+        f"Trained on '{SOURCE_DOMAIN}' only, {demo_iterations(settings.schedule)} iterations each (a tour of every "
+        f"step, not a verdict): {trainers[0]} vs {trainers[1]}; DropGen's extractor: {weights.name}"
+    )
     if not weights.verified:
         title += f"\nDropGen used UNVERIFIED extractor weights: not the published {weights.name} model"
     return EvaluationRequest(
@@ -283,6 +292,8 @@ def _evaluate_shipped(
         return run_evaluation(request), manifest.describe()
     except (ShippedModelsError, EvaluationError, FeaturePipelineMismatch) as exc:
         return None, f"The shipped models could not be evaluated: {exc}"
+    except Exception as exc:  # the demo's own results are complete: report this step's failure, do not lose them
+        return None, f"The shipped models could not be evaluated ({type(exc).__name__}: {exc})."
 
 
 def _generate(settings: DemoSettings, raw: Path) -> Path:
@@ -297,10 +308,15 @@ def _generate(settings: DemoSettings, raw: Path) -> Path:
             domains=settings.domains,
         )
     except ValueError as exc:
-        raise DemoError(
-            f"{exc} The demo reuses a dataset only if it was made with the same settings: "
-            f"use another --workdir, or delete {raw} to start over."
-        ) from exc
+        existing = any(raw.glob(f"Dataset{settings.dataset_id:03d}_*"))
+        message = str(exc).split(" Pass overwrite=True")[0]
+        reuse = (
+            f" The demo reuses its data only if made with the same settings: use another --workdir, or delete "
+            f"{raw.parent} to start over."
+            if existing
+            else ""
+        )
+        raise DemoError(message + reuse) from exc
 
 
 def _train(settings: DemoSettings, trainer: str, header: str, env: Mapping[str, str], logs: Path) -> None:
