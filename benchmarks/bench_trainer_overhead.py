@@ -43,6 +43,8 @@ from _common import (
 )
 from torch._dynamo import OptimizedModule
 
+from nnunetv2_dropgen.demo.commands import nnunet_command
+
 if TYPE_CHECKING:
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
@@ -139,7 +141,6 @@ def measure_training(spec: RunSpec) -> dict:
 
 def compilation_counts() -> dict[str, int]:
     """torch.compile's graphs and recompilations in this process so far (0 when nothing was compiled)."""
-    import sys
 
     if "torch._dynamo" not in sys.modules:
         return {"compiled_graphs": 0, "recompilations": 0}
@@ -224,7 +225,7 @@ def prepare_synthetic_dataset(
     if not (preprocessed_dir / name / f"{PLANS}_{configuration}").is_dir():
         workers = str(min(4, os.cpu_count() or 1))
         command = [
-            str(Path(sys.executable).with_name("nnUNetv2_plan_and_preprocess")),
+            nnunet_command("nnUNetv2_plan_and_preprocess"),  # beside this Python, else on PATH (a --target install)
             "-d",
             str(SYNTHETIC_DATASET_ID),
             "-c",
