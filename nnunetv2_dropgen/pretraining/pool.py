@@ -161,12 +161,13 @@ def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
             f"{path} holds negative values, so it is an image (a CT in Hounsfield units?) rather than a label map: "
             "label maps use 0 for background and positive integers. Point --labels at folders of label maps."
         )
-    if array.max() > MAX_LABEL_VALUE:
+    largest = int(array.max())
+    if largest > MAX_LABEL_VALUE:
         raise LabelMapError(
-            f"{path} holds label values up to {array.max()}; above {MAX_LABEL_VALUE} they cost memory for every "
+            f"{path} holds label values up to {largest}; above {MAX_LABEL_VALUE} they cost memory for every "
             "value below them: renumber the labels (e.g. 1, 2, 3, ...)."
         )
-    if array.max() > MAX_LABELS and np.unique(array).size > MAX_LABELS:
+    if largest > MAX_LABELS and np.unique(array).size > MAX_LABELS:
         raise LabelMapError(
             f"{path} holds more than {MAX_LABELS} distinct values, so it is an image stored as integers (an MR?) "
             "rather than a label map: every value would become a structure. Point --labels at folders of label maps."
@@ -299,7 +300,11 @@ def pool_from_folder(
     voxel spacing of the maps, so structures keep their native size in voxels, as anatomix's templates do.
     Maps are read one at a time (the default spacing comes from their headers).
     """
-    listed = label_map_files(folder)
+    return _pool_of_label_maps(Path(folder), label_map_files(folder), canvas, voxel_size)
+
+
+def _pool_of_label_maps(folder: Path, listed: LabelFiles, canvas: int, voxel_size: float | None) -> StructurePool:
+    """`pool_from_folder` for a folder already listed (the folder is walked once)."""
     files = listed.maps
     if voxel_size is None:
         voxel_size = median_spacing(files)
@@ -307,7 +312,7 @@ def pool_from_folder(
         raise LabelMapError(f"the voxel size of the pretraining grid must be positive; got {voxel_size}.")
     cubes: list[torch.Tensor] = []
     extents: list[float] = []
-    ignore_label = dataset_ignore_label(Path(folder))
+    ignore_label = dataset_ignore_label(folder)
     for path in files:
         found, sizes = structures_of(*read_label_map(path), canvas, voxel_size, ignore_label)
         cubes += found
@@ -320,7 +325,7 @@ def pool_from_folder(
         torch.stack(cubes)[:, None],
         torch.tensor(extents, dtype=torch.float32),
         (
-            f"{len(files)} label maps in {Path(folder).resolve()} ({len(cubes)} structures, grid spacing "
+            f"{len(files)} label maps in {folder.resolve()} ({len(cubes)} structures, grid spacing "
             f"{voxel_size:g}"
             + (f"; {listed.images_left_out} images beside them left out" if listed.images_left_out else "")
             + (f"; ignore label {ignore_label} left out" if ignore_label is not None else "")
@@ -390,14 +395,14 @@ def training_and_held_out_pools(
         raise LabelMapError(
             "give label maps to pretrain on: --labels DIR (e.g. an nnU-Net labelsTr) and/or --synthetic N."
         )
-    # one grid for every folder, so that a structure's size in voxels is its physical size wherever it comes from
     if len(set(map(str, label_folders))) < len(label_folders):
         raise LabelMapError("a --labels folder was given twice, so its label maps would count twice; give it once.")
     listed = {Path(folder): label_map_files(folder) for folder in label_folders}
     _refuse_overlapping(listed)
+    # one grid for every folder, so that a structure's size in voxels is its physical size wherever it comes from
     maps = [path for files in listed.values() for path in files.maps]
     voxel_size = median_spacing(maps) if maps else None
-    training = [pool_from_folder(folder, canvas, voxel_size) for folder in label_folders]
+    training = [_pool_of_label_maps(folder, files, canvas, voxel_size) for folder, files in listed.items()]
     training += [pool_from_synthetic(synthetic, seed, canvas)] if synthetic > 0 else []
     return StructurePool.concatenate(training), held_out_pool(seed, canvas)
 
