@@ -34,7 +34,7 @@ from nnunetv2_dropgen.feature_extractors import EMBEDDED_DEFAULT, get_extractor_
 from nnunetv2_dropgen.network.feature_record import FeaturePipelineMismatch
 from nnunetv2_dropgen.plans import CPU_FIRST_STAGE_FEATURES, PlansVariant, write_variant
 from nnunetv2_dropgen.synthetic import SOURCE_DOMAIN, generate_dataset
-from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE, read_generation
+from nnunetv2_dropgen.synthetic.dataset import DOMAINS_FILE, ExistingDatasetDiffers, read_generation
 from nnunetv2_dropgen.weights import ResolvedWeights, WeightsDownloadFailed, WeightsMissing, resolve_weights
 
 PREFERRED_EXTRACTOR = "anatomix"
@@ -307,16 +307,13 @@ def _generate(settings: DemoSettings, raw: Path) -> Path:
             shape=settings.shape,
             domains=settings.domains,
         )
+    except ExistingDatasetDiffers as exc:
+        raise DemoError(
+            f"{exc.folder} already exists and {exc.reason}. The demo reuses its data only if made with the same "
+            f"settings: use another --workdir, or delete {raw.parent} to start over."
+        ) from exc
     except ValueError as exc:
-        existing = any(raw.glob(f"Dataset{settings.dataset_id:03d}_*"))
-        message = str(exc).split(" Pass overwrite=True")[0]
-        reuse = (
-            f" The demo reuses its data only if made with the same settings: use another --workdir, or delete "
-            f"{raw.parent} to start over."
-            if existing
-            else ""
-        )
-        raise DemoError(message + reuse) from exc
+        raise DemoError(str(exc)) from exc
 
 
 def _train(settings: DemoSettings, trainer: str, header: str, env: Mapping[str, str], logs: Path) -> None:

@@ -83,6 +83,17 @@ def _resolve_domains(
     return list(resolved.values())
 
 
+class ExistingDatasetDiffers(ValueError):
+    """The dataset folder exists but was not made with these settings; `reason` says how it differs."""
+
+    def __init__(self, folder: Path, reason: str) -> None:
+        self.folder, self.reason = folder, reason
+        super().__init__(
+            f"{folder} already exists and {reason}. Pass overwrite=True (--overwrite) to replace it, "
+            "or choose another dataset id/name."
+        )
+
+
 def _check_id_unused(out_raw_dir: Path, dataset_id: int, name: str) -> None:
     """Refuse a second dataset with the same id: nnU-Net finds datasets by id and would be ambiguous. Written into
     this environment's nnUNet_raw, the id is looked up in its nnUNet_preprocessed and nnUNet_results too, as nnU-Net
@@ -191,10 +202,7 @@ def generate_dataset(
             if existing is None
             else f"was generated with different parameters ({', '.join(_changed(existing, description))})"
         )
-        raise ValueError(
-            f"{folder} already exists and {reason}. Pass overwrite=True (--overwrite) to replace it, "
-            "or choose another dataset id/name."
-        )
+        raise ExistingDatasetDiffers(folder, reason)
     # written beside the final folder and moved into place when complete: an error half-way (a shape too small
     # for the structures, a full disk) leaves no half-written dataset that a later run would refuse or reuse
     partial = out_raw_dir / f".{folder.name}.partial"
