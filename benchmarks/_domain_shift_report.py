@@ -90,9 +90,8 @@ def dice_table(
     """Markdown rows: Dice per domain per arm (mean ± std over seeds), mean over targets (and, where some targets
     are `NORMALIZED_AWAY`, without them), train time."""
     header = " | ".join(f"{d} (training domain)" if d == source else d for d in domains)
-    shifted = [d for d in domains if d != source and d not in NORMALIZED_AWAY]
-    without = len(shifted) < len(domains) - 1 and bool(shifted)
-    means = [TARGET_MEAN, SHIFTED_MEAN] if without else [TARGET_MEAN]
+    shifted = shifted_targets([d for d in domains if d != source])
+    means = [TARGET_MEAN, SHIFTED_MEAN] if shifted else [TARGET_MEAN]
     lines = [
         f"| arm | trainer | {header} | " + " | ".join(means) + " | train time (s) |",
         "| --- | --- | " + " | ".join("---:" for _ in [*domains, *means]) + " | ---: |",
@@ -102,12 +101,19 @@ def dice_table(
         time_cell = f"{np.mean(seconds):.0f}" if seconds else "n/a"
         per_domain = " | ".join(cell(results["dice"][arm][d]) for d in domains)
         mean_cells = [cell(results["target_mean"][arm])]
-        if without:
+        if shifted:
             mean_cells.append(cell(shifted_means(results, arm, shifted)))
         lines.append(
             f"| {arm} | `{results['trainers'][arm]}` | {per_domain} | {' | '.join(mean_cells)} | {time_cell} |"
         )
     return lines + list(extra)
+
+
+def shifted_targets(targets: Sequence[str]) -> list[str]:
+    """The `targets` that are not `NORMALIZED_AWAY`, or [] when none is left out (or none remains): the domains of
+    `SHIFTED_MEAN`, which is reported only when it differs from `TARGET_MEAN`."""
+    shifted = [d for d in targets if d not in NORMALIZED_AWAY]
+    return shifted if 0 < len(shifted) < len(targets) else []
 
 
 def shifted_means(results: Mapping, arm: str, domains: Sequence[str]) -> list[float]:
@@ -180,8 +186,8 @@ def verdict(results: Mapping, source: str) -> list[str]:
         other = np.nanmean(results["target_mean"][arm])
         met = "met" if dropgen >= other + margin else "MISSED"
         lines.append(f"- DropGen mean over targets {dropgen:.3f} vs {arm} {other:.3f} + {margin:.2f}: {met}")
-        shifted = [d for d in results["dice"][arm] if d != source and d not in NORMALIZED_AWAY]
-        if len(shifted) < len(results["dice"][arm]) - 1 and shifted:
+        shifted = shifted_targets([d for d in results["dice"][arm] if d != source])
+        if shifted:
             ours, theirs = (np.nanmean(shifted_means(results, a, shifted)) for a in ("DropGen", arm))
             met = "met" if ours >= theirs + margin else "MISSED"
             lines.append(f"  - {SHIFTED_MEAN}: {ours:.3f} vs {theirs:.3f} + {margin:.2f}: {met}")

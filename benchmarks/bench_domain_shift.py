@@ -53,7 +53,6 @@ import numpy as np
 import torch
 from _common import machine_description
 from _domain_shift_report import (
-    NORMALIZED_AWAY,
     SHIFTED_MEAN,
     TARGET_MEAN,
     convergence_table,
@@ -61,6 +60,7 @@ from _domain_shift_report import (
     difference_table,
     per_case_dice,
     save_curves,
+    shifted_targets,
     training_curve,
     training_seconds,
     verdict,
@@ -548,8 +548,8 @@ def collect(
     pairs = [(label, labels[0]) for label in labels[1:]]
     if "DropGen" in labels and "DA5" in labels:
         pairs.append(("DropGen", "DA5"))
-    shifted = [d for d in targets if d not in NORMALIZED_AWAY]
-    means_over = {TARGET_MEAN: targets, **({SHIFTED_MEAN: shifted} if shifted and len(shifted) < len(targets) else {})}
+    shifted = shifted_targets(targets)
+    means_over = {TARGET_MEAN: targets, **({SHIFTED_MEAN: shifted} if shifted else {})}
     for label, baseline in pairs:
         differences = {}
         for domain in domains:
