@@ -232,6 +232,33 @@ def test_load_state_dict_file(tmp_path: Path, good: Path, truncated: Path) -> No
         load_state_dict_file(tmp_path / "absent.pth", "testmix")
 
 
+def test_weights_replaced_after_their_check_are_not_loaded_under_the_old_checksum(
+    monkeypatch: pytest.MonkeyPatch, good: Path, other: Path
+) -> None:
+    """The checksum recorded in a checkpoint names the bytes loaded: a file replaced between resolution (which
+    hashes it) and loading is refused, and the module keeps its weights."""
+    assert set(load_state_dict_file(good, "testmix", sha256(good))) == {"conv.weight", "conv.bias"}
+    with pytest.raises(WeightsUnreadable, match="changed after it was checked"):
+        load_state_dict_file(good, "testmix", sha256(other))
+
+    import nnunetv2_dropgen.feature_extractors.loading as loading
+
+    def resolve_then_replace(*args, **kwargs):
+        resolved = real_resolve(*args, **kwargs)
+        good.write_bytes(other.read_bytes())  # another process replaces the file now
+        return resolved
+
+    real_resolve = loading.resolve_weights
+    monkeypatch.setattr(loading, "resolve_weights", resolve_then_replace)
+    module = _spec("testmix", None).build()
+    before = {key: value.clone() for key, value in module.state_dict().items()}
+    with registered_extractor(_spec("testmix", None)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no published checksum to compare with: resolution may warn
+        with pytest.raises(WeightsUnreadable, match=f"{good.name} changed after it was checked"):
+            loading.load_pretrained("testmix", module, good)
+    assert all(torch.equal(before[key], value) for key, value in module.state_dict().items())
+
+
 def test_a_training_checkpoint_given_as_weights_says_what_to_save_instead(tmp_path: Path) -> None:
     """nnU-Net's checkpoint_final.pth (numpy values in its log: no weights_only load) or one without them."""
     import numpy as np

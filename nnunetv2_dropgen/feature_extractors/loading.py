@@ -44,7 +44,7 @@ def load_pretrained(
             f"ExtractorSpec(..., pretrained_by_build=True)."
         )
     resolved = resolve_weights(name, spec.weights, explicit, download=download, revision=revision)
-    state_dict = load_state_dict_file(resolved.path, name)
+    state_dict = load_state_dict_file(resolved.path, name, resolved.sha256)
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError:

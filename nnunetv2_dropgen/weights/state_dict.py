@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
@@ -29,10 +32,11 @@ class NotAStateDict(ValueError):
     """Why a file cannot be read as a state_dict, as a phrase that fits into a caller's sentence."""
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The state_dict in `path` (unwrapped, `_orig_mod.` stripped); NotAStateDict says why not."""
+def read_state_dict(source: Path | BinaryIO) -> dict[str, torch.Tensor]:
+    """The state_dict in `source`, a file or its bytes (unwrapped, `_orig_mod.` stripped); NotAStateDict says why
+    not."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as exc:
         if "unsupported global" in str(exc).lower():  # a readable PyTorch file holding more than tensors
             raise NotAStateDict(f"it holds objects other than tensors; {TRAINING_CHECKPOINT}") from exc
@@ -62,12 +66,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state_dict_file(path: str | os.PathLike, name: str | None = None) -> dict[str, torch.Tensor]:
+def load_state_dict_file(
+    path: str | os.PathLike, name: str | None = None, sha256: str | None = None
+) -> dict[str, torch.Tensor]:
     """Load a state_dict safely (`weights_only=True`): unwrap a "state_dict"/"model" entry, strip `_orig_mod.`.
 
     Checkpoints saved from a torch.compile'd model carry the `_orig_mod.` prefix on every key; the
     published anatomix loader strips it too. Every failure is a WeightsError naming the file, so a
-    truncated download never surfaces as an obscure zip or pickle error.
+    truncated download never surfaces as an obscure zip or pickle error. With `sha256` (the checksum the
+    file was verified and is recorded under), the bytes loaded are those bytes or WeightsUnreadable: the file
+    is read once, so one replaced after its check cannot be loaded under the old checksum.
     """
     path = Path(path)
     label = name or "NAME"
@@ -78,6 +86,15 @@ def load_state_dict_file(path: str | os.PathLike, name: str | None = None) -> di
     if not path.is_file():
         raise WeightsMissing(f"The weight file {path} does not exist or is not a file. {fix}")
     try:
-        return read_state_dict(path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WeightsUnreadable(f"Could not read the weight file {path} ({short_error(exc)}). {fix}") from exc
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise WeightsUnreadable(
+            f"The weight file {path} changed after it was checked (sha256 {sha256}), so the weights loaded would not "
+            "be those checked and recorded. Let whatever writes it finish, then run the command again."
+        )
+    try:
+        return read_state_dict(io.BytesIO(data))
     except NotAStateDict as problem:
         raise WeightsUnreadable(f"Could not use the weight file {path}: {problem}. {fix}") from problem.__cause__
