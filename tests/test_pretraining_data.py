@@ -136,6 +136,15 @@ def test_a_dataset_root_gives_its_label_maps_not_its_images(tmp_path: Path) -> N
     sitk.WriteImage(mr, str(scans / "case_000_0000.nii.gz"))
     with pytest.raises(LabelMapError, match="more than 1000 distinct values, so it is an image"):
         pool_from_folder(scans, canvas=16)
+    smooth = ndimage.gaussian_filter(rng.random((24, 24, 24)), 2)
+    eight_bit = np.round((smooth - smooth.min()) / np.ptp(smooth) * 255).astype(np.uint8)  # 256 values at most
+    sitk.WriteImage(sitk.GetImageFromArray(eight_bit), str(scans / "case_000_0000.nii.gz"))
+    with pytest.raises(LabelMapError, match=r"looks like an image stored as integers.*\d+% of its neighbouring"):
+        pool_from_folder(scans, canvas=16)
+    thin = np.zeros((24, 24, 24), np.uint8)
+    thin[:, 11:13, 11:13], thin[4:20, 5, 4:20] = 1, 2  # a tube and a sheet: thin structures are still regions
+    sitk.WriteImage(sitk.GetImageFromArray(thin), str(scans / "case_000_0000.nii.gz"))
+    assert len(pool_from_folder(scans, canvas=16)) == 2
     only_images = tmp_path / "only_images"
     (only_images / "imagesTr").mkdir(parents=True)
     sitk.WriteImage(mr, str(only_images / "imagesTr" / "case_000_0000.nii.gz"))
