@@ -234,7 +234,6 @@ def prepare_synthetic_dataset(
             workers,
             "-npfp",
             workers,
-            "--verify_dataset_integrity",
         ]
         result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
         if result.returncode != 0:
