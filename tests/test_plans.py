@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,11 @@ from _tiny_dataset import write_tiny_dataset
 
 from nnunetv2_dropgen.cli import plans_command
 from nnunetv2_dropgen.ext_trainers import trainer_dir
-from nnunetv2_dropgen.plans import PlansError, PlansVariant, derive_plans, read_plans
-from nnunetv2_dropgen.trainers.dropgen import ct_normalization_warning
+from nnunetv2_dropgen.plans import PlansError, PlansVariant, derive_plans, read_fingerprint, read_plans
+from nnunetv2_dropgen.trainers.dropgen import CTStatisticsWarning, ct_normalization_warning
+
+WHOLE_IMAGE = {"median_relative_size_after_cropping": 1.0}
+"""A fingerprint's one entry that per-image normalization reads: cropping to the non-zero mask kept everything."""
 
 CT_DATASET = 981
 
@@ -60,7 +64,9 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, env: dict, *argv: str) -> int:
 def test_per_image_normalization_replaces_ct_statistics_and_preprocesses_anew(nnunet) -> None:
     source = read_plans(nnunet["planned"], "nnUNetPlans")
     assert source["configurations"]["3d_fullres"]["normalization_schemes"] == ["CTNormalization"]
-    derived = derive_plans(source, "MyPlans", PlansVariant(per_image_normalization=True))
+    derived = derive_plans(
+        source, "MyPlans", PlansVariant(per_image_normalization=True), read_fingerprint(nnunet["planned"])
+    )
     assert derived["plans_name"] == "MyPlans"
     for name, config in derived["configurations"].items():
         if "normalization_schemes" in config:
@@ -105,7 +111,7 @@ def ct_plans() -> dict:
 def test_every_configuration_normalized_otherwise_gets_data_of_its_own() -> None:
     """A custom configuration inherits its normalization: keeping its old data identifier would train it on
     arrays normalized with the CT statistics. The cascade reads 3d_fullres's data, normalized as it is."""
-    derived = derive_plans(ct_plans(), "Per", PlansVariant(per_image_normalization=True))
+    derived = derive_plans(ct_plans(), "Per", PlansVariant(per_image_normalization=True), WHOLE_IMAGE)
     identifiers = {name: config.get("data_identifier") for name, config in derived["configurations"].items()}
     assert identifiers == {
         "2d": "Per_2d",
@@ -116,12 +122,56 @@ def test_every_configuration_normalized_otherwise_gets_data_of_its_own() -> None
     }
 
 
+def test_a_channel_z_scored_per_image_uses_the_non_zero_mask_as_nnunets_planner_would() -> None:
+    """nnU-Net never masks CTNormalization, but masks a z-scored channel when cropping to the non-zero region
+    leaves under 3/4 of the images (zero padding outside a field of view); the derived plans decide the same."""
+    plans = ct_plans()
+    fullres = plans["configurations"]["3d_fullres"]
+    fullres["normalization_schemes"], fullres["use_mask_for_norm"] = (
+        ["CTNormalization", "ZScoreNormalization"],
+        [
+            False,
+            False,
+        ],
+    )
+    variant = PlansVariant(per_image_normalization=True)
+    cropped = derive_plans(plans, "Per", variant, {"median_relative_size_after_cropping": 0.6})
+    assert cropped["configurations"]["3d_fullres"]["use_mask_for_norm"] == [True, False], "the user's channel kept"
+    assert cropped["configurations"]["3d_fullres"]["normalization_schemes"] == ["ZScoreNormalization"] * 2
+    whole = derive_plans(plans, "Per", variant, WHOLE_IMAGE)
+    assert whole["configurations"]["3d_fullres"]["use_mask_for_norm"] == [False, False]
+    with pytest.raises(PlansError, match="needs the dataset fingerprint"):
+        derive_plans(plans, "Per", variant)
+
+
+def test_a_dropgen_model_built_for_prediction_under_ct_plans_says_what_that_does_to_mr() -> None:
+    """nnUNetv2_predict builds the network from the plans without a trainer: the CT statistics are said there;
+    per-image plans build silently."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunetv2_dropgen.ext_trainers.dropgen_trainers import DropGenTrainer_minimix_demoTiny as Trainer
+
+    said = {}
+    for name, plans in (("ct", ct_plans()), ("per-image", make_plans())):
+        manager = PlansManager(plans)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Trainer.build_network_architecture(manager, manager.get_configuration("3d_fullres"), 1, 3, False)
+        said[name] = [str(w.message) for w in caught if issubclass(w.category, CTStatisticsWarning)]
+    assert said["per-image"] == [] and len(said["ct"]) == 1
+    assert "channel(s) 0 with its training set's CT statistics" in said["ct"][0]
+    assert "an image of another modality (MR) is saturated" in said["ct"][0]
+    assert "nnunetv2_dropgen plans --per-image-normalization" in said["ct"][0]
+
+
 def test_per_image_normalization_of_plans_without_ct_statistics_is_refused() -> None:
     """It would write a copy that changes nothing, under a name that says it fixed something."""
     with pytest.raises(PlansError, match="already normalize each image on its own.*drop it"):
-        derive_plans(make_plans(), "Per", PlansVariant(per_image_normalization=True))
+        derive_plans(make_plans(), "Per", PlansVariant(per_image_normalization=True), WHOLE_IMAGE)
     with pytest.raises(PlansError, match="would change nothing"):
-        derive_plans(make_plans(), "PerCPU", PlansVariant(per_image_normalization=True, first_stage_features=8))
+        derive_plans(
+            make_plans(), "PerCPU", PlansVariant(per_image_normalization=True, first_stage_features=8), WHOLE_IMAGE
+        )
 
 
 def test_the_ct_warning_names_commands_that_run_for_the_configuration_trained() -> None:
@@ -134,7 +184,7 @@ def test_the_ct_warning_names_commands_that_run_for_the_configuration_trained() 
     assert "nnUNetv2_preprocess -d 999 -plans_name nnUNetPlansPerImageNorm -c 3d_fullres;" in fullres
     assert "nnUNetv2_train 999 3d_fullres FOLD -tr DropGenTrainer -p nnUNetPlansPerImageNorm." in fullres
     cascade = ct_normalization_warning(manager, "3d_cascade_fullres", "DropGenTrainer")
-    assert "-c 3d_fullres 3d_lowres; train 3d_lowres with -p nnUNetPlansPerImageNorm first" in cascade
+    assert "-c 3d_fullres 3d_lowres; train 3d_lowres with -p nnUNetPlansPerImageNorm first, every fold" in cascade
     assert ct_normalization_warning(PlansManager(make_plans()), "3d_fullres", "DropGenTrainer") is None
 
 
@@ -182,6 +232,18 @@ def test_the_command_says_what_to_run_next_and_refuses_to_overwrite(nnunet, monk
     assert "exists and differs" in capsys.readouterr().err
     assert json.loads(written.read_text())["configurations"]["3d_fullres"]["batch_size"] == 99, "nothing replaced"
     assert run_cli(monkeypatch, nnunet["env"], *args, "--force") == 0
+    assert "preprocess again" not in capsys.readouterr().out, "nothing was preprocessed for the replaced plans"
+    data = nnunet["planned"] / "nnUNetPlansPerImageNormCPU_3d_fullres"
+    data.mkdir()
+    (data / "case_000.b2nd").write_bytes(b"made with the replaced plans")
+    plans["configurations"]["3d_fullres"]["batch_size"] = 98
+    written.write_text(json.dumps(plans))
+    assert run_cli(monkeypatch, nnunet["env"], *args, "--force") == 0
+    replaced = capsys.readouterr().out
+    assert "in place of the plans there" in replaced and "(3d_fullres) were made with them" in replaced
+    assert "preprocess again before training" in replaced
+    (data / "case_000.b2nd").unlink()
+    data.rmdir()
     assert run_cli(monkeypatch, nnunet["env"], "-d", str(CT_DATASET), "-p", "NoSuchPlans", "--cpu") == 1
     assert "there is no plans file" in capsys.readouterr().err
     before = sorted(p.relative_to(nnunet["preprocessed"].parent) for p in nnunet["preprocessed"].parent.rglob("*"))
@@ -226,7 +288,10 @@ def test_dropgen_warns_about_ct_plans_and_trains_with_per_image_plans(nnunet, mo
     for plans in ("nnUNetPlans", "nnUNetPlansPerImageNorm"):
         run("nnUNetv2_preprocess", "-d", str(CT_DATASET), "-plans_name", plans, "-c", "3d_fullres", "-np", "1")
         trainer = "DropGenTrainer_minimix_demoTiny"
-        run("nnUNetv2_train", str(CT_DATASET), "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device", "cpu")
+        said = run(
+            "nnUNetv2_train", str(CT_DATASET), "3d_fullres", "all", "-tr", trainer, "-p", plans, "-device", "cpu"
+        )
+        assert "CTStatisticsWarning" not in said, "training says it in its log, with the commands, not twice"
     model = nnunet["results"] / nnunet["dataset"].name
     log_of = {
         plans: "".join(

@@ -48,7 +48,9 @@ def _plans(args: argparse.Namespace) -> int:
         PlansError,
         PlansVariant,
         derive_plans,
+        read_fingerprint,
         read_plans,
+        resolved_configuration,
         write_plans,
     )
 
@@ -73,26 +75,35 @@ def _plans(args: argparse.Namespace) -> int:
         )
     try:
         source = read_plans(folder, args.source)
-        derived = derive_plans(source, name, variant)
+        fingerprint = read_fingerprint(folder) if variant.per_image_normalization else None
+        derived = derive_plans(source, name, variant, fingerprint)
     except PlansError as exc:
         return _fail(str(exc))
     target = folder / f"{name}.json"
     clash = _data_identifier_clash(folder, target, derived)
     if clash:
         return _fail(clash)
-    if target.is_file() and json.loads(target.read_text()) != derived and not args.force:
+    replaced = target.is_file() and json.loads(target.read_text()) != derived
+    if replaced and not args.force:
         return _fail(f"{target} exists and differs from what would be written; pass --force to replace it.")
     write_plans(folder, derived)
-    print(f"Wrote {target} (from {args.source}).")
+    print(f"Wrote {target} (from {args.source}){' in place of the plans there' if replaced else ''}.")
     dataset_id = convert_dataset_name_to_id(dataset)  # nnUNetv2_preprocess takes ids only
     # configurations with data of their own (the cascade reads its parent's); DropGen trains 3D ones only
     renewed = [
         c
         for c, config in derived["configurations"].items()
-        if c.startswith("3d")
+        if len(resolved_configuration(derived, c).get("patch_size", ())) == 3
         and "data_identifier" in config
         and config["data_identifier"] != source["configurations"][c].get("data_identifier")
     ]
+    stale = [c for c in renewed if replaced and _holds_files(folder / derived["configurations"][c]["data_identifier"])]
+    if stale:
+        print(
+            f"The data preprocessed for the plans replaced ({', '.join(stale)}) were made with them, not with these: "
+            "preprocess again before training (nnUNetv2_preprocess replaces them), and retrain models trained with "
+            "the replaced plans."
+        )
     if renewed:
         print("Its normalization differs, so preprocess the data for it (nnU-Net keeps them apart):")
         print(f"  nnUNetv2_preprocess -d {dataset_id} -plans_name {name} -c {' '.join(renewed)}")
@@ -100,6 +111,10 @@ def _plans(args: argparse.Namespace) -> int:
     print(f"  nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr DropGenTrainer -p {name}")
     print(f"  nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset_id} -c 3d_fullres -tr DropGenTrainer -p {name}")
     return 0
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.is_dir() and any(path.is_file() for path in folder.iterdir())
 
 
 def _data_identifier_clash(folder: Path, target: Path, derived: dict) -> str | None:

@@ -2,12 +2,14 @@
 
 from nnunetv2_dropgen.plans.variants import (
     CPU_FIRST_STAGE_FEATURES,
+    CT_NORMALIZATION,
     PlansError,
     PlansVariant,
     configurations_to_preprocess,
     ct_channels,
     derive_plans,
     preprocessed_as,
+    read_fingerprint,
     read_plans,
     resolved_configuration,
     write_plans,
@@ -16,12 +18,14 @@ from nnunetv2_dropgen.plans.variants import (
 
 __all__ = [
     "CPU_FIRST_STAGE_FEATURES",
+    "CT_NORMALIZATION",
     "PlansError",
     "PlansVariant",
     "configurations_to_preprocess",
     "ct_channels",
     "derive_plans",
     "preprocessed_as",
+    "read_fingerprint",
     "read_plans",
     "resolved_configuration",
     "write_plans",

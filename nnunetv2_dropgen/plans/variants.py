@@ -26,6 +26,9 @@ from nnunetv2_dropgen.evaluation.files import write_json_atomic
 
 CT_NORMALIZATION = "CTNormalization"
 PER_IMAGE_NORMALIZATION = "ZScoreNormalization"
+MASK_FOR_NORM_BELOW = 3 / 4
+"""nnU-Net's planner normalizes a z-scored channel inside the non-zero mask when cropping to it leaves less than this
+share of the image (median over cases; `determine_normalization_scheme_and_whether_mask_is_used_for_norm`)."""
 CPU_FIRST_STAGE_FEATURES = 8
 """First-stage width of the CPU plans: 4x narrower than nnU-Net's 32 (about 16x fewer multiply-adds)."""
 
@@ -60,6 +63,17 @@ def read_plans(folder: Path, name: str) -> dict[str, Any]:
         raise PlansError(
             f"there is no plans file {path}; plan the dataset first (nnUNetv2_plan_and_preprocess -d ID) or name "
             f"one of the plans there: {', '.join(available) or 'none'}."
+        )
+    return json.loads(path.read_text())
+
+
+def read_fingerprint(folder: Path) -> dict[str, Any]:
+    """The dataset fingerprint nnU-Net's planning wrote in the dataset's preprocessed folder."""
+    path = folder / "dataset_fingerprint.json"
+    if not path.is_file():
+        raise PlansError(
+            f"there is no {path}; nnU-Net writes it when it plans the dataset: run nnUNetv2_plan_and_preprocess -d ID "
+            "--no_pp (or nnUNetv2_extract_fingerprint -d ID) first."
         )
     return json.loads(path.read_text())
 
@@ -99,11 +113,15 @@ def resolved_configuration(plans: dict[str, Any], configuration: str) -> dict[st
     return {**resolved_configuration(plans, parent), **config} if parent else config
 
 
-def derive_plans(plans: dict[str, Any], name: str, variant: PlansVariant) -> dict[str, Any]:
+def derive_plans(
+    plans: dict[str, Any], name: str, variant: PlansVariant, fingerprint: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """A copy of `plans` called `name` with the variant's changes in every configuration that has them.
 
     Configurations whose preprocessing changes get a data identifier of their own (`<name>_<configuration>`),
-    so nnU-Net preprocesses them anew instead of reusing data normalized the other way.
+    so nnU-Net preprocesses them anew instead of reusing data normalized the other way. Per-image normalization
+    needs the dataset's `fingerprint` (dataset_fingerprint.json): a channel switched to z-scoring uses the non-zero
+    mask as nnU-Net's planner would have decided for it (CTNormalization never does).
     """
     if not variant.per_image_normalization and variant.first_stage_features is None:
         raise PlansError("nothing to change: ask for --per-image-normalization and/or --features N (e.g. --cpu).")
@@ -111,18 +129,31 @@ def derive_plans(plans: dict[str, Any], name: str, variant: PlansVariant) -> dic
         raise PlansError(
             f"--features must be a positive number of first-stage features; got {variant.first_stage_features}."
         )
+    if variant.per_image_normalization and fingerprint is None:
+        raise PlansError("per-image normalization needs the dataset fingerprint (dataset_fingerprint.json).")
     derived = copy.deepcopy(plans)
     derived["plans_name"] = name
     for config in derived["configurations"].values():
         if variant.per_image_normalization and "normalization_schemes" in config:
-            config["normalization_schemes"] = [
-                PER_IMAGE_NORMALIZATION if s == CT_NORMALIZATION else s for s in config["normalization_schemes"]
-            ]
+            _normalize_per_image(config, fingerprint)
         if variant.first_stage_features is not None:
             _narrow(config, variant.first_stage_features)
     if variant.per_image_normalization:
         _separate_renormalized_data(plans, derived, name)
     return derived
+
+
+def _normalize_per_image(config: dict[str, Any], fingerprint: dict[str, Any]) -> None:
+    """CTNormalization -> per-image z-scoring, channel by channel, with nnU-Net's choice of the non-zero mask."""
+    schemes = config["normalization_schemes"]
+    masked = fingerprint["median_relative_size_after_cropping"] < MASK_FOR_NORM_BELOW
+    use_mask = list(config.get("use_mask_for_norm", [False] * len(schemes)))
+    for channel, scheme in enumerate(schemes):
+        if scheme == CT_NORMALIZATION:
+            schemes[channel] = PER_IMAGE_NORMALIZATION
+            use_mask[channel] = masked
+    if "use_mask_for_norm" in config:
+        config["use_mask_for_norm"] = use_mask
 
 
 def _separate_renormalized_data(source: dict[str, Any], derived: dict[str, Any], name: str) -> None:
@@ -172,5 +203,6 @@ def write_plans(folder: Path, plans: dict[str, Any]) -> Path:
 def write_variant(folder: Path, variant: PlansVariant, source: str = "nnUNetPlans", name: str | None = None) -> str:
     """Derive `variant` from the plans `source` in a dataset's preprocessed folder, write it, return its name."""
     name = name or variant.default_name(source)
-    write_plans(folder, derive_plans(read_plans(folder, source), name, variant))
+    fingerprint = read_fingerprint(folder) if variant.per_image_normalization else None
+    write_plans(folder, derive_plans(read_plans(folder, source), name, variant, fingerprint))
     return name

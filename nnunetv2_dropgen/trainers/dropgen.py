@@ -24,7 +24,7 @@ from torch import nn
 from nnunetv2_dropgen import __version__
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, load_extractor_weights
-from nnunetv2_dropgen.plans import configurations_to_preprocess, ct_channels, preprocessed_as
+from nnunetv2_dropgen.plans import CT_NORMALIZATION, configurations_to_preprocess, ct_channels, preprocessed_as
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
 from nnunetv2_dropgen.trainers.pretrained_weights import unwrapped
 from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
@@ -33,6 +33,11 @@ from nnunetv2_dropgen.weights import env_var_for, other_weights_variables
 
 class TrainerConflict(RuntimeError):
     """A base trainer that does something DropGen cannot combine with; the message names what."""
+
+
+class CTStatisticsWarning(UserWarning):
+    """A DropGen model built to normalize with its training set's CT statistics: said when nnU-Net's predictor
+    builds it (training says it in its log, with the commands)."""
 
 
 def first_layer_input_channels(network: nn.Module) -> int | None:
@@ -90,6 +95,17 @@ class DropGen:
         architecture), asked for the widened input; a base that ignores the channel count it is given is refused.
         """
         require_3d(configuration_manager)
+        ct = [i for i, scheme in enumerate(configuration_manager.normalization_schemes) if scheme == CT_NORMALIZATION]
+        if ct:
+            warnings.warn(
+                f"this DropGen model (plans {plans_manager.plans_name}) normalizes image channel(s) "
+                f"{', '.join(map(str, ct))} with its training set's CT statistics (nnU-Net's CTNormalization): CT "
+                "images are predicted as it was trained, but an image of another modality (MR) is saturated before "
+                "DropGen's extractor sees it. For other modalities, train with per-image normalization plans "
+                "(nnunetv2_dropgen plans --per-image-normalization; README: 'Train on CT, segment MR').",
+                CTStatisticsWarning,
+                stacklevel=2,
+            )
         layout = channel_layout(configuration_manager, num_input_channels)
         spec = get_extractor_spec(cls.extractor_name)
         widened = DropGenNetwork.backbone_input_channels(
@@ -124,7 +140,9 @@ class DropGen:
             )
             if missing:
                 raise FileNotFoundError(missing)
-        super().initialize()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CTStatisticsWarning)  # the training log says it, with the commands
+            super().initialize()
 
     @property
     def dropgen_network(self) -> DropGenNetwork:
@@ -254,7 +272,12 @@ def ct_normalization_warning(plans_manager: PlansManager, configuration: str, tr
     name = f"{plans_manager.plans_name}PerImageNorm"
     needed = configurations_to_preprocess(plans, configuration)
     previous = needed[1:]  # needed[0] is the configuration's own data
-    first = f"; train {' and '.join(previous)} with -p {name} first (the cascade's previous stage)" if previous else ""
+    first = (
+        f"; train {' and '.join(previous)} with -p {name} first, every fold, with a schedule that runs the final "
+        "validation (the cascade trains on its predictions)"
+        if previous
+        else ""
+    )
     return (
         f"image channel(s) {', '.join(map(str, channels))} use nnU-Net's CTNormalization, which clips and scales every "
         "image with this training set's CT statistics: CT test images are fine, but an image of another modality "
