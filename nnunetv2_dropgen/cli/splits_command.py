@@ -23,7 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--by-site with --validation-site SITE: one fold (fold 0) that trains on --train-sites (default: all other "
         "sites) and validates on SITE, to choose a checkpoint or the dropout probability on a domain the model never "
         "trains on; cases of other sites are in no fold (test sites). "
-        "Case ids are read from the raw dataset, so this works before or after nnUNetv2_plan_and_preprocess.",
+        "Case ids are read from the raw dataset, so this works before or after nnUNetv2_plan_and_preprocess. "
+        "A few-shot draw with sites takes the training sites in turn (N must be at least their number), and "
+        "smaller N are subsets of larger ones. The sites CSV may have a header row and rows for cases outside "
+        "imagesTr (ignored).",
     )
     parser.add_argument("-d", dest="dataset", required=True, help="dataset name or id")
     parser.add_argument("--few-shot", type=int, metavar="N", help="training cases per fold")
@@ -49,10 +52,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_splits)
 
 
-def _splits(args: argparse.Namespace) -> int:
-    """Write the split and say which fold is what; bad input is one sentence on stderr, exit code 1."""
+def _dataset_name(query: str, preprocessed_root: str) -> str:
+    """nnU-Net's dataset name for -d (id or full name), or a SplitsError that says what -d takes and what is close."""
     from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
 
+    from nnunetv2_dropgen.evaluation import splits as s
+
+    try:
+        return maybe_convert_to_dataset_name(query)
+    except (RuntimeError, ValueError):
+        pass
+    roots = [os.environ.get(name) for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")]
+    names = s.dataset_names(Path(root) for root in roots if root)
+    if query.isdigit():
+        same_id = [name for name in names if name.startswith(f"Dataset{int(query):03d}_")]
+        if len(same_id) > 1:
+            raise s.SplitsError(
+                f"Several datasets have the id {query} ({', '.join(same_id)}); pass the full name with -d, and give "
+                "the others ids of their own."
+            )
+    close = s.close_dataset_names(query, names)
+    hint = f"; did you mean {' or '.join(close)}?" if close else "."
+    example = close[0] if close else "Dataset501_Prostate"
+    raise s.SplitsError(
+        f"nnU-Net finds no dataset {query!r} in nnUNet_raw ({os.environ.get('nnUNet_raw')}) or "
+        f"nnUNet_preprocessed ({preprocessed_root}): -d takes a dataset id or its full name (e.g. "
+        f"{int(example[7:10])} or {example}){hint}"
+    )
+
+
+def _splits(args: argparse.Namespace) -> int:
+    """Write the split and say which fold is what; bad input is one sentence on stderr, exit code 1."""
     from nnunetv2_dropgen.evaluation import splits as s
 
     try:
@@ -70,34 +100,37 @@ def _splits(args: argparse.Namespace) -> int:
                 "nnUNet_preprocessed is not set; nnU-Net reads splits_final.json from there: "
                 "export nnUNet_preprocessed=/path/to/nnUNet_preprocessed."
             )
-        try:
-            dataset = maybe_convert_to_dataset_name(args.dataset)
-        except (RuntimeError, ValueError):
-            raise s.SplitsError(
-                f"nnU-Net finds no dataset {args.dataset!r} in nnUNet_raw ({os.environ.get('nnUNet_raw')}) or "
-                f"nnUNet_preprocessed ({preprocessed_root}); check -d and those variables."
-            ) from None
+        dataset = _dataset_name(args.dataset, preprocessed_root)
         raw_root = os.environ.get("nnUNet_raw")
         preprocessed = Path(preprocessed_root) / dataset
         cases = s.dataset_case_ids(Path(raw_root) / dataset if raw_root else None, preprocessed)
+        table = None
         if args.by_site is not None:
-            sites = s.read_sites(args.by_site, cases)
+            table = s.read_sites(args.by_site, cases)
             record = {"sites_csv": str(args.by_site.resolve()), "few_shot": args.few_shot, "seed": args.seed}
             if args.validation_site:
                 splits = s.validation_site_split(
-                    cases, sites, args.validation_site, args.train_sites, args.few_shot, args.seed
+                    cases, table.sites, args.validation_site, args.train_sites, args.few_shot, args.seed, table.ignored
                 )
-                record["train_sites"] = sorted({sites[c] for c in splits.folds[0]["train"]})
+                record["train_sites"] = splits.train_sites[0]
             else:
-                splits = s.site_splits(cases, sites, args.few_shot, args.seed)
+                splits = s.site_splits(cases, table.sites, args.few_shot, args.seed)
         else:
-            sites = None
             splits = s.few_shot_splits(cases, args.few_shot, args.folds or s.NNUNET_FOLDS, args.seed)
             record = None
         written = s.write_splits(preprocessed, splits, args.force, record)
     except s.SplitsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    sites = table.sites if table is not None else None
+    if table is not None and table.header is not None:
+        print(f"Read the first row of {args.by_site} as a header: {table.header[0]!r}, {table.header[1]!r}")
+    if table is not None and table.ignored:
+        ignored_sites = sorted(set(table.ignored.values()))
+        print(
+            f"Ignored {len(table.ignored)} row(s) of {args.by_site} for cases that are not training cases of "
+            f"{dataset} (site(s) {', '.join(ignored_sites)}): {s.listing(table.ignored)}"
+        )
     for backup in written.backups:
         print(f"Kept the previous file as {backup}")
     results_root = os.environ.get("nnUNet_results")
@@ -112,11 +145,19 @@ def _splits(args: argparse.Namespace) -> int:
             "away, before choosing anything on their validation.",
             file=sys.stderr,
         )
+    for warning in s.split_warnings(splits):
+        print(f"WARNING: {warning}", file=sys.stderr)
+    outside = s.cases_in_no_fold(splits, cases)
     done = "Wrote" if written.changed else "Unchanged (it already holds this split):"
-    print(f"{done} {written.file} ({len(splits.folds)} folds of {len(cases)} training cases):")
+    count = f"{len(splits.folds)} fold{'s' if len(splits.folds) != 1 else ''}"
+    print(f"{done} {written.file} ({count} over {len(cases) - len(outside)} of {len(cases)} training cases):")
     for line in s.describe(splits, sites):
         print(f"  {line}")
+    if outside:
+        for line in s.describe_cases_in_no_fold(splits, outside, sites):
+            print(line)
     if splits.sites is not None:
         print(f"Fold-to-site mapping: {written.file.with_name(s.SITES_FILE)}")
-    print(f"Train fold F with: nnUNetv2_train {dataset} 3d_fullres F -tr <trainer>")
+    for line in s.fold_advice(dataset, len(splits.folds), len(cases), splits.sites is not None):
+        print(line)
     return 0
