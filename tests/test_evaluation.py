@@ -295,19 +295,128 @@ def test_no_labelled_test_set_in_the_raw_dataset_asks_for_test_sets(
     assert "--test-set NAME IMAGES_FOLDER LABELS_FOLDER" in error_of(capsys)
 
 
-def test_dice_statistics_use_nnunets_means_and_the_spread_over_cases() -> None:
+def reuse_training_case(fake: dict[str, Path], test_set: str = "source") -> Path:
+    """Case case_000 of imagesTr/labelsTr copied into a test set (as a leave-one-site-out imagesTs_<site> would)."""
+    raw = fake["raw"]
+    shutil.copy(raw / "imagesTr" / "case_000_0000.nii.gz", raw / f"imagesTs_{test_set}" / "case_000_0000.nii.gz")
+    shutil.copy(raw / "labelsTr" / "case_000.nii.gz", raw / f"labelsTs_{test_set}" / "case_000.nii.gz")
+    return raw / f"imagesTs_{test_set}" / "case_000_0000.nii.gz"
+
+
+def add_folds(fake: dict[str, Path], splits: list[dict[str, list[str]]] | None) -> Path:
+    """Folds 0 and 1 'trained' (empty checkpoints), and nnU-Net's splits_final.json for them (None: no file)."""
+    for fold in (0, 1):
+        (fake["model"] / f"fold_{fold}").mkdir()
+        (fake["model"] / f"fold_{fold}" / "checkpoint_final.pth").touch()
+    splits_file = Path(os.environ["nnUNet_preprocessed"]) / fake["raw"].name / "splits_final.json"
+    if splits is not None:
+        splits_file.parent.mkdir(parents=True)
+        splits_file.write_text(json.dumps(splits))
+    return splits_file
+
+
+def test_a_test_case_the_model_trained_on_is_refused_before_anything_runs(
+    fake: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fold 'all' trained on every case of imagesTr; in-domain test sets are not exempt (unseen cases, too)."""
+    reuse_training_case(fake)
+    argv = ["-d", str(FAST_ID), "-tr", "nnUNetTrainer", "--out", str(fake["out"]), "--in-domain", "source"]
+    assert evaluate_cli(*argv) == 1
+    error = error_of(capsys)
+    assert "Test set 'source': case(s) 'case_000' are training cases of nnUNetTrainer (fold(s) all of all;" in error
+    assert f"the same image as {fake['raw'] / 'imagesTr' / 'case_000_0000.nii.gz'}" in error
+    assert "fold 'all' trains on every training case" in error and "move those cases out of the test set" in error
+    assert not fake["out"].exists()
+
+
+def test_a_test_case_is_compared_by_its_image_not_only_its_id(fake: dict[str, Path]) -> None:
+    """Synthetic benchmarks reuse ids for other images; the same voxels written again are the same case."""
+    image = reuse_training_case(fake, "inverted")
+    shutil.copy(fake["raw"] / "imagesTs_inverted" / "test_000_0000.nii.gz", image)  # another image, same id
+    request = EvaluationRequest(dataset=FAST_ID, models=[ModelSpec("nnUNetTrainer")], out=fake["out"])
+    evaluate_module._plan(request, [])
+    training = sitk.ReadImage(str(fake["raw"] / "imagesTr" / "case_000_0000.nii.gz"))
+    training.SetOrigin((5.0, 5.0, 5.0))  # other bytes, the same voxel values
+    sitk.WriteImage(training, str(image))
+    with pytest.raises(evaluate_module.EvaluationError, match="Test set 'inverted': case.s. 'case_000' are training"):
+        evaluate_module._plan(request, [])
+
+
+def test_only_folds_that_trained_on_a_test_case_are_refused(fake: dict[str, Path]) -> None:
+    """Leave-one-site-out: fold 1 validates on the test site, fold 0 trains on it (nnU-Net's splits_final.json)."""
+    reuse_training_case(fake)
+    splits_file = add_folds(fake, [{"train": ["case_000"], "val": []}, {"train": [], "val": ["case_000"]}])
+
+    def plan(folds: tuple[int, ...] | None) -> None:
+        model = ModelSpec("nnUNetTrainer", folds=folds)
+        evaluate_module._plan(EvaluationRequest(dataset=FAST_ID, models=[model], out=fake["out"]), [])
+
+    with pytest.raises(evaluate_module.EvaluationError) as refused:
+        plan(None)  # the default: the ensemble of every trained fold
+    assert "(fold(s) 0 of 0, 1;" in str(refused.value) and f"fold 0's train list in {splits_file}" in str(refused.value)
+    assert "Evaluate only the fold(s) that did not train on them, -f 1" in str(refused.value)
+    plan((1,))
+    splits_file.unlink()  # which cases fold 1 trained on is unknown now: every training case counts
+    with pytest.raises(evaluate_module.EvaluationError, match=f"{splits_file}, which says what fold 1 trained on, is"):
+        plan((1,))
+
+
+def test_dice_statistics_are_mean_and_spread_of_the_same_per_case_values() -> None:
+    """nnU-Net's foreground_mean (0.55: the mean of the label means 0.8 and 0.3) is no mean over cases once a case
+    has no Dice for a label (NaN: in neither reference nor prediction); its spread was of the per-case values."""
     nan = math.nan
-    cases = [{1: 0.8, 2: 0.4}, {1: 0.6, 2: nan}, {1: 1.0, 2: 0.2}]
+    cases = [{1: 0.8, 2: 0.4}, {1: 0.6, 2: nan}, {1: 1.0, 2: 0.2}, {1: nan, 2: nan}]
     summary = {
         "metric_per_case": [{"metrics": {k: {"Dice": v} for k, v in case.items()}} for case in cases],
         "mean": {1: {"Dice": 0.8}, 2: {"Dice": 0.3}},
         "foreground_mean": {"Dice": 0.55},
     }
     stats = dice_statistics(summary, {1: "liver", 2: "tumour"})
-    assert stats["liver"] == DiceStats(0.8, pytest.approx(np.std([0.8, 0.6, 1.0])), 3)
-    assert stats["tumour"] == DiceStats(0.3, pytest.approx(0.1), 3)
-    assert stats[FOREGROUND].mean == 0.55
-    assert stats[FOREGROUND].std == pytest.approx(np.std([0.6, 0.6, 0.6]))
+    assert stats["liver"] == DiceStats(pytest.approx(0.8), pytest.approx(np.std([0.8, 0.6, 1.0])), 3, 1)
+    assert stats["tumour"] == DiceStats(pytest.approx(0.3), pytest.approx(0.1), 2, 2)
+    assert stats[FOREGROUND] == DiceStats(pytest.approx(0.6), pytest.approx(0.0), 3, 1)  # per case 0.6, 0.6, 0.6
+    nothing = dice_statistics({"metric_per_case": [{"metrics": {1: {"Dice": nan}}}]}, {1: "liver"})
+    assert math.isnan(nothing["liver"].mean) and (nothing["liver"].num_cases, nothing["liver"].num_without_dice) == (
+        0,
+        1,
+    )
+
+
+def test_the_table_says_which_std_and_how_many_cases_have_a_dice() -> None:
+    table = small_table()
+    partly = DiceStats(0.5, 0.1, 3, 1)  # one of four cases without a Dice
+    table.dice["siteB"]["dg"].update({"a": partly, FOREGROUND: partly})  # type: ignore[union-attr]
+    lines = to_markdown(table).splitlines()
+    assert "mean ± population std (ddof 0)" in lines[0] and "population std (ddof 0)" in lines[lines.index("", 2) + 1]
+    row = next(line for line in lines if line.startswith("| siteB ") and "| a " not in line)
+    assert [c.strip() for c in row.strip("|").split("|")][1:3] == ["4", "0.500 ± 0.100 (n=3)"]
+    assert next(line for line in lines if line.startswith("| siteB ") and "| a " in line).count("(n=3)") == 1
+    data = to_dict(table)
+    assert "population std (ddof 0)" in data["statistics"]
+    entry = data["dice"]["siteB"]["dg"]["labels"]["a"]
+    assert (entry["std"], entry["num_cases"], entry["num_cases_without_dice"]) == (0.1, 3, 1)
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    row = next(r for r in rows if (r["test_set"], r["model"], r["label"]) == ("siteB", "dg", FOREGROUND))
+    assert (row["num_cases"], row["num_cases_without_dice"]) == ("3", "1")
+
+
+def test_the_figure_draws_no_bar_for_a_dice_that_is_nan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN drawn as a bar of 0 reads as a model that failed every case; it gets an 'n/a' mark instead."""
+    from matplotlib.axes import Axes
+
+    from nnunetv2_dropgen.evaluation.figure import save_figure
+
+    heights: list[float] = []
+    marks: list[str] = []
+    bar, text = Axes.bar, Axes.text
+    monkeypatch.setattr(
+        Axes, "bar", lambda self, x, height, *a, **k: heights.extend(height) or bar(self, x, height, *a, **k)
+    )
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, s, *a, **k: marks.append(s) or text(self, x, y, s, *a, **k))
+    save_figure(tmp_path / "dice.png", [], small_table(), 1, "title")
+    # dg on siteC and dg's held-out mean (over siteB and siteC) are NaN; the other 6 bars are drawn
+    assert len(heights) == 6 and not any(math.isnan(h) or h == 0 for h in heights), heights
+    assert marks.count("n/a") == 2
 
 
 def _label_folders(root: Path, num_cases: int) -> tuple[Path, Path]:
@@ -441,8 +550,10 @@ def test_the_table_holds_nnunets_own_metrics(trained: dict) -> None:
                 [1, 2, 3], num_processes=1,
             )  # fmt: skip
             ours = data["dice"][test_set][trainer]
-            assert ours["foreground_mean"]["mean"] == pytest.approx(independent["foreground_mean"]["Dice"])
-            assert ours["foreground_mean"]["num_cases"] == 2
+            per_case = [np.nanmean([m["Dice"] for m in c["metrics"].values()]) for c in independent["metric_per_case"]]
+            assert ours["foreground_mean"]["mean"] == pytest.approx(np.mean(per_case))
+            assert ours["foreground_mean"]["std"] == pytest.approx(np.std(per_case))
+            assert (ours["foreground_mean"]["num_cases"], ours["foreground_mean"]["num_cases_without_dice"]) == (2, 0)
             for value, name in enumerate(labels, start=1):
                 per_case = [case["metrics"][value]["Dice"] for case in independent["metric_per_case"]]
                 assert ours["labels"][name]["mean"] == pytest.approx(independent["mean"][value]["Dice"])

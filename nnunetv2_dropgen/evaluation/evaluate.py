@@ -25,6 +25,7 @@ from tqdm import tqdm
 from nnunetv2_dropgen.evaluation.errors import EvaluationError
 from nnunetv2_dropgen.evaluation.figure import SliceRow, annotated, best_slice, save_figure
 from nnunetv2_dropgen.evaluation.files import write_json_atomic, write_text_atomic
+from nnunetv2_dropgen.evaluation.held_out import check_held_out
 from nnunetv2_dropgen.evaluation.metrics import (
     DiceStats,
     current_summary,
@@ -195,6 +196,7 @@ def _plan(request: EvaluationRequest, notes: list[str]) -> _Plan:
     example = next((str(e) for e in examples if e is not None), None)
     reader = determine_reader_writer_from_dataset_json(dataset_json, example, verbose=False)()
     checked = [check_test_set(test_set, dataset_json, reader, label_manager) for test_set in test_sets]
+    check_held_out(dataset, dataset_json, models, checked, reader, notes)
 
     out = (request.out or results / dataset / OUT_FOLDER).resolve()
     previous_stages = _previous_stages(request, results / dataset, models, checked, file_ending, notes)

@@ -18,7 +18,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from nnunetv2_dropgen.evaluation.files import replace_atomic
-from nnunetv2_dropgen.evaluation.metrics import FOREGROUND
+from nnunetv2_dropgen.evaluation.metrics import FOREGROUND, SPREAD
 from nnunetv2_dropgen.evaluation.report import EvaluationTable
 
 DPI = 100
@@ -72,7 +72,10 @@ def _label_colormap(max_label: int) -> ListedColormap:
 
 
 def save_figure(path: Path, rows: Sequence[SliceRow], table: EvaluationTable, max_label: int, title: str) -> Path:
-    """Draw the slice grid and the Dice bar chart (bars: mean, whiskers: std over cases) and write a PNG."""
+    """Draw the slice grid and the Dice bar chart (bars: mean, whiskers: SPREAD over cases) and write a PNG.
+
+    A mean that is NaN (no case with a Dice) gets no bar but an 'n/a' mark: a bar of 0 would read as a failure.
+    """
     extra_titles = [name for name, _ in rows[0].extra] if rows else []
     columns = ["image", *extra_titles, *table.models, "ground truth"]
     width, height = figure_inches(len(rows), len(columns))
@@ -113,14 +116,19 @@ def save_figure(path: Path, rows: Sequence[SliceRow], table: EvaluationTable, ma
     bar_width = 0.8 / len(table.models)
     for i, model in enumerate(table.models):
         stats = [table.dice[t][model][FOREGROUND] for t in table.test_sets]
-        values = [s.mean for s in stats] + [table.summary_mean(model)]
-        spread = [0.0 if np.isnan(s.std) else s.std for s in stats] + [0.0]
-        offset = (i - (len(table.models) - 1) / 2) * bar_width
-        bars.bar(x + offset, np.nan_to_num(values), bar_width, yerr=spread, capsize=2, label=model)
+        values = np.array([s.mean for s in stats] + [table.summary_mean(model)])
+        spread = np.nan_to_num([s.std for s in stats] + [0.0])
+        at = x + (i - (len(table.models) - 1) / 2) * bar_width
+        drawn = ~np.isnan(values)
+        color = f"C{i}"
+        bars.bar(at[drawn], values[drawn], bar_width, yerr=spread[drawn], capsize=2, label=model, color=color)
+        for position in at[~drawn]:
+            bars.text(position, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7, color=color)
     names = [f"{g}\n(in-domain)" if g in table.in_domain else g for g in groups]
     bars.set_xticks(x, names, fontsize=8)
     bars.set_ylim(0, 1.05)
+    bars.set_xlim(-0.5, len(groups) - 0.5)  # room for an 'n/a' mark at either end
     bars.set_ylabel("Dice (foreground mean)")
-    bars.legend(fontsize=8, loc="upper right")
+    bars.legend(fontsize=8, loc="upper right", title=f"whiskers: ± {SPREAD}", title_fontsize=7)
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
     return replace_atomic(path, lambda temporary: fig.savefig(temporary, dpi=DPI, format=path.suffix.lstrip(".")))

@@ -25,7 +25,10 @@ from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 SUMMARY_FILE = "summary.json"
 FOREGROUND = "foreground mean"
-"""Name of nnU-Net's foreground mean (the mean over labels of each label's mean over cases) in tables."""
+"""Name in tables of the foreground mean: per case, the mean Dice over the labels that case has a Dice for."""
+STD_DDOF = 0
+SPREAD = "population std (ddof 0)"
+"""The spread in tables and figures: numpy's default np.std, as the benchmark reports label it."""
 
 IN_PROCESS_MAX_CASES = 8
 """Folders with at most this many cases are scored in this process. nnU-Net's compute_metrics_on_folder always
@@ -37,11 +40,20 @@ LabelOrRegion = int | tuple[int, ...]
 
 @dataclass(frozen=True)
 class DiceStats:
-    """Dice of one label over the cases of a test set: mean and spread (standard deviation) over cases."""
+    """Dice of one label (or FOREGROUND) over the cases of a test set: mean and SPREAD of the same per-case values.
+
+    num_cases counts the cases with a Dice; num_without_dice those nnU-Net gives none (NaN: the label is in
+    neither reference nor prediction, outside the ignore label), which are left out of mean and spread.
+    """
 
     mean: float
     std: float
     num_cases: int
+    num_without_dice: int = 0
+
+    @property
+    def total_cases(self) -> int:
+        return self.num_cases + self.num_without_dice
 
 
 def scored_labels(label_manager: LabelManager) -> list[LabelOrRegion]:
@@ -128,29 +140,29 @@ def current_summary(
     return summary
 
 
-def _stats(mean: float, per_case: list[float]) -> DiceStats:
-    """Spread over cases: the standard deviation of the finite values; NaN for fewer than two (no spread to show)."""
+def _stats(per_case: list[float]) -> DiceStats:
+    """Mean and SPREAD of the per-case values that are not NaN; spread NaN for fewer than two (none to show)."""
     values = np.asarray(per_case, dtype=float)
     finite = values[~np.isnan(values)]
-    std = float(np.std(finite)) if finite.size > 1 else math.nan
-    return DiceStats(float(mean), std, len(per_case))
+    mean = float(np.mean(finite)) if finite.size else math.nan
+    std = float(np.std(finite, ddof=STD_DDOF)) if finite.size > 1 else math.nan
+    return DiceStats(mean, std, int(finite.size), int(values.size - finite.size))
 
 
 def dice_statistics(summary: dict, labels: Mapping[LabelOrRegion, str]) -> dict[str, DiceStats]:
-    """Dice per label name and FOREGROUND from nnU-Net's summary.
+    """Dice per label name and FOREGROUND from nnU-Net's per-case metrics (`metric_per_case` of its summary).
 
-    Means are nnU-Net's own (`mean`, `foreground_mean`); the spread is the standard deviation over cases of
-    the per-case Dice (for FOREGROUND: of each case's mean over labels). nnU-Net gives a label absent from both
-    reference and prediction a Dice of NaN; such cases are left out, as nnU-Net's means leave them out.
+    Mean and spread are of the same per-case values, NaN (no Dice) left out as nnU-Net's means leave it out. Per
+    label the mean is nnU-Net's `mean` (its nanmean over cases). FOREGROUND is per case the mean over the labels
+    with a Dice in that case, as the benchmark's per-case Dice; its mean over cases equals nnU-Net's
+    `foreground_mean` (the mean over labels of each label's mean) when every case has a Dice for every label,
+    and differs from it otherwise (nnU-Net's has no per-case values to take a spread of).
     """
     cases = [entry["metrics"] for entry in summary["metric_per_case"]]
-    stats = {
-        name: _stats(summary["mean"][key]["Dice"], [case[key]["Dice"] for case in cases])
-        for key, name in labels.items()
-    }
+    stats = {name: _stats([case[key]["Dice"] for case in cases]) for key, name in labels.items()}
     per_case_foreground = []
     for case in cases:
         values = [case[key]["Dice"] for key in labels if not math.isnan(case[key]["Dice"])]
         per_case_foreground.append(float(np.mean(values)) if values else math.nan)
-    stats[FOREGROUND] = _stats(summary["foreground_mean"]["Dice"], per_case_foreground)
+    stats[FOREGROUND] = _stats(per_case_foreground)
     return stats

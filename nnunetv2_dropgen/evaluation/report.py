@@ -12,12 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnunetv2_dropgen.evaluation.metrics import FOREGROUND, DiceStats
+from nnunetv2_dropgen.evaluation.metrics import FOREGROUND, SPREAD, DiceStats
 
 MEAN_ROW = "mean over test sets"
 HELD_OUT_MEAN_ROW = "mean over held-out test sets"
 IN_DOMAIN_MARK = " (in-domain)"
-CSV_COLUMNS = ("test_set", "model", "label", "dice_mean", "dice_std", "num_cases", "difference_to_baseline")
+CSV_COLUMNS = (
+    "test_set",
+    "model",
+    "label",
+    "dice_mean",
+    "dice_std",
+    "num_cases",
+    "difference_to_baseline",
+    "num_cases_without_dice",
+)
+STATISTICS = (
+    f"mean ± {SPREAD} over the cases with a Dice (num_cases; nnU-Net gives none for a label in neither reference "
+    "nor prediction: num_cases_without_dice); foreground mean: per case, the mean over its labels with a Dice"
+)
+"""What the numbers are, in the JSON."""
 
 
 @dataclass(frozen=True)
@@ -67,9 +81,9 @@ def _number(value: float, signed: bool = False) -> str:
 
 
 def _cell(stats: DiceStats) -> str:
-    if math.isnan(stats.std):
-        return _number(stats.mean)
-    return f"{_number(stats.mean)} ± {stats.std:.3f}"
+    """mean ± std, and how many cases have a Dice when some have none (`n=3`)."""
+    cell = _number(stats.mean) if math.isnan(stats.std) else f"{_number(stats.mean)} ± {stats.std:.3f}"
+    return f"{cell} (n={stats.num_cases})" if stats.num_without_dice else cell
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]], left: int) -> list[str]:
@@ -100,7 +114,7 @@ def to_markdown(table: EvaluationTable) -> str:
     others = [m for m in table.models if m != table.baseline]
     rows = []
     for test_set in table.test_sets:
-        cases = table.dice[test_set][table.models[0]][FOREGROUND].num_cases
+        cases = table.dice[test_set][table.models[0]][FOREGROUND].total_cases
         rows.append(
             [
                 _row_name(table, test_set),
@@ -119,11 +133,12 @@ def to_markdown(table: EvaluationTable) -> str:
         ]
     )
     lines = [
-        f"Dice, foreground mean over labels (mean ± std over cases); Δ: difference to the baseline {table.baseline}",
+        f"Dice, foreground mean over labels (mean ± {SPREAD} over the cases with a Dice; (n=...): their number "
+        f"where some case has none); Δ: difference to the baseline {table.baseline}",
         "",
         *_markdown(["test set", "cases", *names, *differences], rows, left=1),
         "",
-        "Dice per label (mean ± std over cases; Δ: difference to the baseline)",
+        f"Dice per label (mean ± {SPREAD} over the cases with a Dice; Δ: difference to the baseline)",
         "",
     ]
     label_rows = [
@@ -158,12 +173,13 @@ def to_csv(table: EvaluationTable) -> str:
                         _csv_number(stats.std),
                         stats.num_cases,
                         _csv_number(table.difference(test_set, model, label)),
+                        stats.num_without_dice,
                     ]
                 )
     for model in table.models:
         mean = table.summary_mean(model)
         difference = mean - table.summary_mean(table.baseline)
-        writer.writerow([table.mean_row, model, FOREGROUND, _csv_number(mean), "", "", _csv_number(difference)])
+        writer.writerow([table.mean_row, model, FOREGROUND, _csv_number(mean), "", "", _csv_number(difference), ""])
     return buffer.getvalue()
 
 
@@ -180,6 +196,7 @@ def to_dict(table: EvaluationTable) -> dict:
             "mean": stats.mean,
             "std": stats.std,
             "num_cases": stats.num_cases,
+            "num_cases_without_dice": stats.num_without_dice,
             "difference_to_baseline": table.difference(test_set, model, label),
         }
 
@@ -189,6 +206,7 @@ def to_dict(table: EvaluationTable) -> dict:
         "test_sets": list(table.test_sets),
         "in_domain": list(table.in_domain),
         "labels": list(table.labels),
+        "statistics": STATISTICS,
         "dice": {
             test_set: {
                 model: {
