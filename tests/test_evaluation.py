@@ -741,3 +741,19 @@ def test_the_figure_draws_unannotated_voxels_as_background() -> None:
     shown = annotated(reference, ignore_label=3)
     assert best_slice(shown) == 2 and int(shown.max()) == 1
     assert annotated(reference, None) is reference
+
+
+def test_the_predictors_ct_statistics_warning_is_left_to_evaluates_notes() -> None:
+    """A DropGen model under CT plans warns when nnU-Net's predictor builds it; evaluate says it once, in its notes
+    (_ct_statistics_note), not again per model load."""
+    import warnings
+
+    from nnunetv2_dropgen.evaluation.predict import _quiet
+    from nnunetv2_dropgen.plans import CTStatisticsWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _quiet(io.StringIO()):
+            warnings.warn("built under CT plans", CTStatisticsWarning, stacklevel=1)
+            warnings.warn("anything else", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["anything else"]

@@ -23,8 +23,15 @@ from _tiny_dataset import write_tiny_dataset
 
 from nnunetv2_dropgen.cli import plans_command
 from nnunetv2_dropgen.ext_trainers import trainer_dir
-from nnunetv2_dropgen.plans import PlansError, PlansVariant, derive_plans, read_fingerprint, read_plans
-from nnunetv2_dropgen.trainers.dropgen import CTStatisticsWarning, ct_normalization_warning
+from nnunetv2_dropgen.plans import (
+    CTStatisticsWarning,
+    PlansError,
+    PlansVariant,
+    derive_plans,
+    read_fingerprint,
+    read_plans,
+)
+from nnunetv2_dropgen.trainers.dropgen import ct_normalization_warning
 
 WHOLE_IMAGE = {"median_relative_size_after_cropping": 1.0}
 """A fingerprint's one entry that per-image normalization reads: cropping to the non-zero mask kept everything."""

@@ -134,10 +134,14 @@ def cases_to_predict(
 
 @contextlib.contextmanager
 def _quiet(log: TextIO) -> Iterator[None]:
-    """nnU-Net's predictor prints per-case chatter and warnings; they go to the log, the progress bar stays clean."""
+    """nnU-Net's predictor prints per-case chatter and warnings; they go to the log, the progress bar stays clean
+    (a model's CT statistics are in evaluate's notes)."""
+    from nnunetv2_dropgen.plans import CTStatisticsWarning  # here: the plans package imports from this one
+
     with contextlib.redirect_stdout(log), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", CTStatisticsWarning)
         yield
 
 

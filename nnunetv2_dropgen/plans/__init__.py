@@ -3,6 +3,7 @@
 from nnunetv2_dropgen.plans.variants import (
     CPU_FIRST_STAGE_FEATURES,
     CT_NORMALIZATION,
+    CTStatisticsWarning,
     PlansError,
     PlansVariant,
     configurations_to_preprocess,
@@ -19,6 +20,7 @@ from nnunetv2_dropgen.plans.variants import (
 __all__ = [
     "CPU_FIRST_STAGE_FEATURES",
     "CT_NORMALIZATION",
+    "CTStatisticsWarning",
     "PlansError",
     "PlansVariant",
     "configurations_to_preprocess",

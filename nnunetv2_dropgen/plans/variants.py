@@ -33,6 +33,11 @@ CPU_FIRST_STAGE_FEATURES = 8
 """First-stage width of the CPU plans: 4x narrower than nnU-Net's 32 (about 16x fewer multiply-adds)."""
 
 
+class CTStatisticsWarning(UserWarning):
+    """A DropGen model built to normalize with its training set's CT statistics: said when nnU-Net's predictor
+    builds it (training says it in its log, with the commands; evaluate in its notes)."""
+
+
 class PlansError(ValueError):
     """Plans that cannot be derived; the message says what is wrong and what to do."""
 

@@ -24,7 +24,13 @@ from torch import nn
 from nnunetv2_dropgen import __version__
 from nnunetv2_dropgen.feature_extractors import get_extractor_spec
 from nnunetv2_dropgen.network import DropGenNetwork, build_dropgen_network, load_extractor_weights
-from nnunetv2_dropgen.plans import CT_NORMALIZATION, configurations_to_preprocess, ct_channels, preprocessed_as
+from nnunetv2_dropgen.plans import (
+    CT_NORMALIZATION,
+    CTStatisticsWarning,
+    configurations_to_preprocess,
+    ct_channels,
+    preprocessed_as,
+)
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
 from nnunetv2_dropgen.trainers.pretrained_weights import unwrapped
 from nnunetv2_dropgen.trainers.sibling_folds import mixed_weights_warning
@@ -33,11 +39,6 @@ from nnunetv2_dropgen.weights import env_var_for, other_weights_variables
 
 class TrainerConflict(RuntimeError):
     """A base trainer that does something DropGen cannot combine with; the message names what."""
-
-
-class CTStatisticsWarning(UserWarning):
-    """A DropGen model built to normalize with its training set's CT statistics: said when nnU-Net's predictor
-    builds it (training says it in its log, with the commands)."""
 
 
 def first_layer_input_channels(network: nn.Module) -> int | None:
