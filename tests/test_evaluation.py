@@ -356,9 +356,24 @@ def test_only_folds_that_trained_on_a_test_case_are_refused(fake: dict[str, Path
     assert "(fold(s) 0 of 0, 1;" in str(refused.value) and f"fold 0's train list in {splits_file}" in str(refused.value)
     assert "Evaluate only the fold(s) that did not train on them, -f 1" in str(refused.value)
     plan((1,))
-    splits_file.unlink()  # which cases fold 1 trained on is unknown now: every training case counts
-    with pytest.raises(evaluate_module.EvaluationError, match=f"{splits_file}, which says what fold 1 trained on, is"):
+    splits_file.unlink()  # nnU-Net's default split needs 5 cases: with 1, every training case counts
+    with pytest.raises(evaluate_module.EvaluationError, match=f"{splits_file} is not there, so every training case"):
         plan((1,))
+
+
+def test_without_splits_final_a_fold_trained_on_the_split_nnunet_writes(tmp_path: Path) -> None:
+    """nnU-Net writes its 5-fold split (sorted ids, seed 12345) when it trains a fold without splits_final.json:
+    fold k held out that split's validation cases, whether or not the file is still there."""
+    from nnunetv2.utilities.crossval_split import generate_crossval_split
+
+    from nnunetv2_dropgen.evaluation.held_out import fold_cases
+
+    cases = [f"case_{i:03d}" for i in range(10)]
+    expected = generate_crossval_split(cases, seed=12345, n_splits=5)[1]
+    found = fold_cases(1, cases, tmp_path)
+    assert found.cases == frozenset(expected["train"]) and not found.cases & set(expected["val"])
+    assert "5-fold split nnU-Net writes" in found.source
+    assert fold_cases(1, cases[:4], tmp_path).cases == frozenset(cases[:4]), "too few cases for nnU-Net's split"
 
 
 def test_dice_statistics_are_mean_and_spread_of_the_same_per_case_values() -> None:

@@ -243,7 +243,12 @@ def test_the_command_says_what_to_run_next_and_refuses_to_overwrite(nnunet, monk
     data = nnunet["planned"] / "nnUNetPlansPerImageNormCPU_3d_fullres"
     data.mkdir()
     (data / "case_000.b2nd").write_bytes(b"made with the replaced plans")
-    plans["configurations"]["3d_fullres"]["batch_size"] = 98
+    plans["configurations"]["3d_fullres"]["batch_size"] = 98  # not what preprocessing reads: data still valid
+    written.write_text(json.dumps(plans))
+    assert run_cli(monkeypatch, nnunet["env"], *args, "--force") == 0
+    out = capsys.readouterr().out
+    assert "in place of the plans there" in out and "preprocess again" not in out
+    plans["configurations"]["3d_fullres"]["spacing"] = [2.0, 2.0, 2.0]  # what preprocessing reads
     written.write_text(json.dumps(plans))
     assert run_cli(monkeypatch, nnunet["env"], *args, "--force") == 0
     replaced = capsys.readouterr().out

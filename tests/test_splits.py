@@ -485,3 +485,11 @@ def test_a_site_of_one_case_warns_and_sites_differing_in_letter_case_are_refused
     assert run("-d", "963", "--by-site", str(sites_csv(tmp_path, {**SITES, "case_010": "sitec"})), "--force") == 1
     assert "names sites that differ only in letter case ('siteC' and 'sitec')" in error_of(capsys)
     assert json.loads((preprocessed / DATASET / "splits_sites.json").read_text())["folds"]["3"] == "siteD"
+
+
+def test_few_shot_folds_hold_plain_strings() -> None:
+    """nnU-Net's crossval split holds numpy strings; messages quote ids with repr, which printed np.str_('c2')."""
+    from nnunetv2_dropgen.evaluation.splits import few_shot_splits
+
+    splits = few_shot_splits([f"c{i}" for i in range(6)], 2, num_folds=3)
+    assert all(type(case) is str for fold in splits.folds for case in fold["train"] + fold["val"])

@@ -83,7 +83,8 @@ def _plans(args: argparse.Namespace) -> int:
     clash = _data_identifier_clash(folder, target, derived)
     if clash:
         return _fail(clash)
-    replaced = target.is_file() and json.loads(target.read_text()) != derived
+    old = json.loads(target.read_text()) if target.is_file() else None
+    replaced = old is not None and old != derived
     if replaced and not args.force:
         return _fail(f"{target} exists and differs from what would be written; pass --force to replace it.")
     write_plans(folder, derived)
@@ -97,7 +98,13 @@ def _plans(args: argparse.Namespace) -> int:
         and "data_identifier" in config
         and config["data_identifier"] != source["configurations"][c].get("data_identifier")
     ]
-    stale = [c for c in renewed if replaced and _holds_files(folder / derived["configurations"][c]["data_identifier"])]
+    stale = [
+        c
+        for c in renewed
+        if replaced
+        and _holds_files(folder / derived["configurations"][c]["data_identifier"])
+        and _preprocessing(old, c) != _preprocessing(derived, c)
+    ]
     if stale:
         print(
             f"The data preprocessed for the plans replaced ({', '.join(stale)}) were made with them, not with these: "
@@ -111,6 +118,30 @@ def _plans(args: argparse.Namespace) -> int:
     print(f"  nnUNetv2_train {dataset_id} 3d_fullres FOLD -tr DropGenTrainer -p {name}")
     print(f"  nnUNetv2_predict -i INPUT -o OUTPUT -d {dataset_id} -c 3d_fullres -tr DropGenTrainer -p {name}")
     return 0
+
+
+PREPROCESSING_KEYS = (
+    "normalization_schemes",
+    "use_mask_for_norm",
+    "spacing",
+    "resampling_fn_data",
+    "resampling_fn_data_kwargs",
+    "resampling_fn_seg",
+    "resampling_fn_seg_kwargs",
+)
+"""What of a configuration nnUNetv2_preprocess reads (with the plans' transpose_forward): the rest (network,
+patch, batch size) leaves the preprocessed data valid."""
+
+
+def _preprocessing(plans: dict, configuration: str) -> tuple:
+    """What the preprocessed data of `configuration` depend on, or None when the plans lack the configuration."""
+    from nnunetv2_dropgen.plans import PlansError, resolved_configuration
+
+    try:
+        config = resolved_configuration(plans, configuration)
+    except (PlansError, KeyError, TypeError):
+        return None
+    return plans.get("transpose_forward"), *(json.dumps(config.get(key), sort_keys=True) for key in PREPROCESSING_KEYS)
 
 
 def _holds_files(folder: Path) -> bool:

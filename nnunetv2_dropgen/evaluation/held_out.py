@@ -5,7 +5,8 @@ AND the same image (channel 0000, same bytes or the same voxel values): syntheti
 different images, and an id alone proves nothing. Which cases a fold trained on is nnU-Net's `do_split`: fold
 'all' every training case; fold k the `train` list of fold k in nnUNet_preprocessed/DatasetXXX/
 splits_final.json (nnU-Net keeps no copy in the model folder), or for a k beyond the file's folds nnU-Net's seeded
-80:20 split. Without that file the split a fold trained on is unknown, and every training case counts.
+80:20 split. Without that file, the 5-fold split nnU-Net writes when it trains a fold (with fewer than 5 cases
+for it, every training case counts).
 
 In-domain test sets (--in-domain) are not exempt: they measure Dice on unseen cases of the training domain, the
 reference the held-out Dice is compared to, and training cases would inflate it.
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
+from nnunetv2.utilities.crossval_split import generate_crossval_split
 from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
-from nnunetv2_dropgen.evaluation.defaults import NNUNET_SEED, SPLITS_FILE
+from nnunetv2_dropgen.evaluation.defaults import NNUNET_FOLDS, NNUNET_SEED, SPLITS_FILE
 from nnunetv2_dropgen.evaluation.errors import EvaluationError
 from nnunetv2_dropgen.evaluation.models import ALL_FOLDS, Fold, TrainedModel
 from nnunetv2_dropgen.evaluation.splits import listing
@@ -47,7 +49,8 @@ def _training_images(raw: Path, dataset_json: Mapping) -> dict[str, Path]:
         return {}
     # nnU-Net resolves the paths of dataset.json's `dataset` in place: give it a copy
     dataset = get_filenames_of_train_images_and_targets(str(raw), copy.deepcopy(dict(dataset_json)))
-    return {case: Path(entry["images"][0]) for case, entry in dataset.items() if entry["images"]}
+    images = {str(case): Path(entry["images"][0]) for case, entry in dataset.items() if entry["images"]}
+    return {case: image for case, image in images.items() if image.is_file()}
 
 
 def _same_image(test_image: Path, training_image: Path, reader: BaseReaderWriter) -> bool:
@@ -78,11 +81,16 @@ def fold_cases(fold: Fold, all_cases: Sequence[str], preprocessed: Path | None) 
         return FoldCases(frozenset(all_cases), "fold 'all' trains on every training case")
     splits_file = preprocessed / SPLITS_FILE if preprocessed is not None else None
     if splits_file is None or not splits_file.is_file():
+        # nnU-Net's do_split then wrote its default split: 5 folds of the sorted case ids, its seed
         where = splits_file or f"nnUNet_preprocessed/<dataset>/{SPLITS_FILE} (nnUNet_preprocessed is not set)"
-        return FoldCases(
-            frozenset(all_cases),
-            f"{where}, which says what fold {fold} trained on, is not there, so every training case counts",
-        )
+        enough = len(all_cases) >= NNUNET_FOLDS
+        default = generate_crossval_split(sorted(all_cases), NNUNET_SEED, NNUNET_FOLDS) if enough else []
+        if int(fold) < len(default):
+            return FoldCases(
+                frozenset(str(case) for case in default[int(fold)]["train"]),
+                f"{where} is not there, so fold {fold}'s train list of the 5-fold split nnU-Net writes then",
+            )
+        return FoldCases(frozenset(all_cases), f"{where} is not there, so every training case counts")
     try:
         splits = json.loads(splits_file.read_text())
         if int(fold) < len(splits):

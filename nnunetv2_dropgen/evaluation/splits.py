@@ -231,7 +231,10 @@ def few_shot_splits(
             f"The dataset has {len(case_ids)} training cases, so it cannot be split into {num_folds} folds; "
             f"use --folds {len(case_ids)} or fewer."
         )
-    splits = generate_crossval_split(sorted(case_ids), seed=seed, n_splits=num_folds)
+    splits = [  # plain str: nnU-Net's split holds numpy strings, whose repr in a message is np.str_('...')
+        {part: [str(case) for case in cases] for part, cases in split.items()}
+        for split in generate_crossval_split(sorted(case_ids), seed=seed, n_splits=num_folds)
+    ]
     hint = f" (or fewer --folds: with --folds 2 up to {len(case_ids) // 2})" if num_folds > 2 else ""
     _check_few_shot(num_train, [len(s["train"]) for s in splits], [f"fold {i}" for i in range(len(splits))], hint)
     return Splits(

@@ -186,18 +186,21 @@ def read_label_map(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     return array, _zyx(image.GetSpacing())
 
 
-def neighbour_agreement(array: np.ndarray, max_voxels: int = 1 << 24) -> float | None:
+def neighbour_agreement(array: np.ndarray, slab: int = 32) -> float | None:
     """The share of pairs of face-neighbouring voxels, both non-zero, that hold the same value (None with under
-    1000 such pairs: too few to judge). Arrays over `max_voxels` are judged on every k-th voxel along each axis."""
-    step = max(1, int(np.ceil((array.size / max_voxels) ** (1 / 3))))
-    view = array[::step, ::step, ::step]
+    1000 such pairs: too few to judge). Counted at full resolution, `slab` slices at a time (memory)."""
     same = pairs = 0
-    for axis in range(3):
-        first = np.moveaxis(view, axis, 0)[:-1]
-        second = np.moveaxis(view, axis, 0)[1:]
-        both = (first != 0) & (second != 0)
-        pairs += np.count_nonzero(both)
-        same += np.count_nonzero(both & (first == second))
+    for start in range(0, array.shape[0], slab):
+        block = array[start : start + slab]
+        following = array[start + 1 : start + slab + 1]  # each slice's neighbour along the first axis
+        for first, second in (
+            (block[: len(following)], following),
+            (block[:, :-1], block[:, 1:]),
+            (block[:, :, :-1], block[:, :, 1:]),
+        ):
+            both = (first != 0) & (second != 0)
+            pairs += np.count_nonzero(both)
+            same += np.count_nonzero(both & (first == second))
     return same / pairs if pairs >= 1000 else None
 
 
