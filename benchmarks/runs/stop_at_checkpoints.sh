@@ -5,6 +5,7 @@
 W=${W:-/work/bench}
 R=$W/nnUNet_results
 pkill -f runs/continue.sh  # the driver would start its next stage
+pkill -STOP -f bench_domain_shift  # paused: a stage whose training stops would start its next model
 stop_one() {  # $1: pid of a training process; its fold folder found from -tr, -p and the dataset id
   local pid=$1 args trainer plans ds fold_name fold before
   args=$(tr '\0' ' ' < /proc/$pid/cmdline)
@@ -29,5 +30,6 @@ echo "trainings:$trainings"
 for p in $trainings; do stop_one $p & done
 wait
 pkill -f bench_domain_shift
+pkill -CONT -f bench_domain_shift  # so that the paused ones receive the signal
 pgrep -af python
 echo "$(date -u) all stopped"
