@@ -48,6 +48,7 @@ def _plans(args: argparse.Namespace) -> int:
         PlansError,
         PlansVariant,
         derive_plans,
+        holds_preprocessed_data,
         read_fingerprint,
         read_plans,
         resolved_configuration,
@@ -102,7 +103,7 @@ def _plans(args: argparse.Namespace) -> int:
         c
         for c in renewed
         if replaced
-        and _holds_files(folder / derived["configurations"][c]["data_identifier"])
+        and holds_preprocessed_data(folder / derived["configurations"][c]["data_identifier"])
         and _preprocessing(old, c) != _preprocessing(derived, c)
     ]
     if stale:
@@ -142,10 +143,6 @@ def _preprocessing(plans: dict, configuration: str) -> tuple:
     except (PlansError, KeyError, TypeError):
         return None
     return plans.get("transpose_forward"), *(json.dumps(config.get(key), sort_keys=True) for key in PREPROCESSING_KEYS)
-
-
-def _holds_files(folder: Path) -> bool:
-    return folder.is_dir() and any(path.is_file() for path in folder.iterdir())
 
 
 def _data_identifier_clash(folder: Path, target: Path, derived: dict) -> str | None:

@@ -83,6 +83,11 @@ def read_fingerprint(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def holds_preprocessed_data(folder: Path) -> bool:
+    """Whether a configuration's data folder holds files (nnUNetv2_preprocess has filled it)."""
+    return folder.is_dir() and any(path.is_file() for path in folder.iterdir())
+
+
 def ct_channels(plans: dict[str, Any], configuration: str) -> list[int]:
     """Indices of the image channels the configuration normalizes with the training set's CT statistics."""
     config = resolved_configuration(plans, configuration)

@@ -29,6 +29,7 @@ from nnunetv2_dropgen.plans import (
     CTStatisticsWarning,
     configurations_to_preprocess,
     ct_channels,
+    holds_preprocessed_data,
     preprocessed_as,
 )
 from nnunetv2_dropgen.trainers.layout import channel_layout, require_3d
@@ -295,7 +296,7 @@ def missing_preprocessed_data_error(folder: Path, plans_manager: PlansManager, c
     Plans derived with `nnunetv2_dropgen plans --per-image-normalization` get a data identifier of their own, so
     training with them before preprocessing otherwise stops in nnU-Net's dataset loader with a bare file error.
     """
-    if folder.is_dir() and any(f.is_file() for f in folder.iterdir()):
+    if holds_preprocessed_data(folder):
         return None
     dataset_id = convert_dataset_name_to_id(plans_manager.dataset_name)
     return (
